@@ -1,0 +1,1 @@
+"""The ``hvplug`` command: one module per command group."""

@@ -1,0 +1,67 @@
+"""What every command shares: the host, the registry, input and output."""
+
+import json
+import sys
+from pathlib import Path
+
+from hvplug import exception
+from hvplug.utils.masking import redact
+
+
+class Context:
+    """Built once per command; opens libvirt only when a command needs it."""
+
+    def __init__(self, args):
+        self.args = args
+        self._host = None
+        self._registry = None
+        self.secrets: list[str] = []
+
+    @property
+    def host(self):
+        if self._host is None:
+            from hvplug.virt.host import Host
+            self._host = Host(self.args.connect)
+        return self._host
+
+    @property
+    def registry(self):
+        if self._registry is None:
+            from hvplug.virt.volume.registry import VolumeDriverRegistry
+            self._registry = VolumeDriverRegistry(self.host)
+        return self._registry
+
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.close()
+
+    def read_connection_info(self, path: str) -> dict:
+        """Parse ``--connection-info`` (a file, or ``-`` for stdin)."""
+        try:
+            text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        except OSError as exc:
+            raise exception.InvalidInput(
+                reason=f"cannot read --connection-info {path}: {exc.strerror}") from None
+        try:
+            info = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise exception.InvalidConnectionInfo(
+                reason=f"malformed JSON in {path}: {exc.msg} at line {exc.lineno} "
+                f"column {exc.colno}") from None
+        self.secrets.extend(_passwords(info))
+        return info
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.secrets)
+
+    def output(self, payload, text: str) -> None:
+        """``payload`` as JSON with --json, else ``text``; passwords never."""
+        out = json.dumps(payload, indent=2) if self.args.json else text
+        print(self.redact(out))
+
+
+def _passwords(info) -> list[str]:
+    if not isinstance(info, dict) or not isinstance(info.get("data"), dict):
+        return []
+    data = info["data"]
+    return [v for k, v in data.items() if "password" in k and isinstance(v, str) and v]

@@ -1,0 +1,95 @@
+"""hvplug: plug iSCSI volumes into libvirt/QEMU guests.
+
+Exit codes: 0 ok, 1 operation failed, 2 bad input.
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+from oslo_config import cfg
+
+from hvplug import exception
+from hvplug.cli import guest_volumes
+from hvplug.cli.context import Context
+from hvplug.conf import CONF
+from hvplug.conf.opts import list_opts
+
+COMMAND_GROUPS = (guest_volumes,)
+
+
+def common_options(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before the command and after it."""
+    default = argparse.SUPPRESS if suppress else None
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--config-file", action="append", metavar="PATH",
+                        default=default,
+                        help="configuration file (repeatable); default "
+                        "/etc/hvplug/hvplug.conf when present")
+    parser.add_argument("--connect", metavar="URI", default=default,
+                        help="libvirt URI, overriding [libvirt] connection_uri")
+    parser.add_argument("--debug", action="store_true",
+                        default=argparse.SUPPRESS if suppress else False,
+                        help="log debug detail and show tracebacks")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hvplug", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common_options(suppress=False)])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub_common = common_options(suppress=True)
+    for group in COMMAND_GROUPS:
+        group.register(commands, sub_common)
+    return parser
+
+
+def load_config(config_files: list[str] | None) -> None:
+    """Read the configuration and check every value now, not at first use."""
+    try:
+        CONF(args=[], project="hvplug", default_config_files=config_files)
+        for group, opts in list_opts():
+            for opt in opts:
+                getattr(getattr(CONF, group.name), opt.dest)
+    except cfg.Error as exc:
+        raise exception.ConfigFileError(reason=str(exc)) from None
+
+
+def report_error(exc: Exception, args, ctx: Context) -> int:
+    if isinstance(exc, exception.HvplugError):
+        message, code = exc.message, exc.exit_code
+    else:
+        message = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)"
+        code = exception.EXIT_FAILED
+    message = ctx.redact(message)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"type": type(exc).__name__, "message": message,
+                                    "exit_code": code}}))
+    print(f"hvplug: error: {message}", file=sys.stderr)
+    if getattr(args, "debug", False):
+        logging.getLogger(__name__).exception("traceback (from --debug)")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx = Context(args)
+    try:
+        load_config(args.config_file)
+        return args.func(args, ctx)
+    except KeyboardInterrupt:
+        print("hvplug: interrupted", file=sys.stderr)
+        return exception.EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line
+        return report_error(exc, args, ctx)
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

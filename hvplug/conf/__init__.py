@@ -1,0 +1,14 @@
+"""The one options module: every oslo.config option hvplug reads.
+
+Each group lives in its own module with ``register_opts(conf)`` and
+``list_opts()``; ``hvplug.conf.opts.list_opts`` feeds
+``oslo-config-generator --namespace hvplug``.
+"""
+
+from oslo_config import cfg
+
+from hvplug.conf import libvirt
+
+CONF = cfg.CONF
+
+libvirt.register_opts(CONF)

@@ -1,0 +1,83 @@
+"""Options of the hypervisor side, in the ``[libvirt]`` group."""
+
+from oslo_config import cfg
+
+libvirt_group = cfg.OptGroup(
+    "libvirt",
+    title="libvirt options",
+    help="How hvplug reaches libvirt and turns connection_info into disks.",
+)
+
+DEFAULT_VOLUME_DRIVERS = [
+    "iscsi=hvplug.virt.volume.net.LibvirtNetVolumeDriver",
+]
+
+libvirt_opts = [
+    cfg.StrOpt(
+        "connection_uri",
+        default="qemu:///system",
+        help="libvirt connection URI. The global '--connect URI' option "
+        "of the hvplug command overrides it.",
+    ),
+    cfg.ListOpt(
+        "volume_drivers",
+        default=DEFAULT_VOLUME_DRIVERS,
+        help="Volume drivers, as 'driver_volume_type=dotted.path.Class' "
+        "entries (the nova-compute convention). An entry for a type "
+        "replaces the default for that type; every entry is validated "
+        "when the registry loads.",
+    ),
+    cfg.StrOpt(
+        "iscsi_initiator_name",
+        help="iSCSI initiator IQN QEMU logs in with (written as "
+        "<initiator><iqn name=.../>). Default: the InitiatorName in "
+        "/etc/iscsi/initiatorname.iscsi, so targets that grant this "
+        "host's IQN accept the guest.",
+    ),
+    cfg.StrOpt(
+        "iscsi_initiator_file",
+        default="/etc/iscsi/initiatorname.iscsi",
+        help="Where this host's iSCSI initiator name is read from when "
+        "iscsi_initiator_name is not set.",
+    ),
+    cfg.StrOpt(
+        "disk_bus",
+        default="virtio",
+        choices=[("virtio", "virtio-blk"), ("scsi", "virtio-scsi"),
+                 ("sata", "AHCI SATA")],
+        help="Bus of attached disks when the command gives none. Hot "
+        "unplug of virtio-blk needs a guest OS to acknowledge it; scsi "
+        "does not.",
+    ),
+    cfg.StrOpt(
+        "disk_cachemode",
+        default="none",
+        choices=["none", "writethrough", "writeback", "directsync",
+                 "unsafe", "default"],
+        help="QEMU cache mode of attached network disks. 'none' is the "
+        "safe choice for shared storage and live migration.",
+    ),
+    cfg.FloatOpt(
+        "iscsi_portal_probe_timeout",
+        default=2.0,
+        min=0.01,
+        help="Seconds to wait for a TCP connection to each portal of "
+        "target_portals; the first portal that accepts one is used.",
+    ),
+    cfg.FloatOpt(
+        "device_detach_timeout",
+        default=30.0,
+        min=0.0,
+        help="Seconds to wait for a detached device to leave the live "
+        "domain XML before reporting a timeout.",
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    conf.register_group(libvirt_group)
+    conf.register_opts(libvirt_opts, group=libvirt_group)
+
+
+def list_opts():
+    return {libvirt_group: libvirt_opts}

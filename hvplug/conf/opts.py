@@ -1,0 +1,14 @@
+"""Entry point of ``oslo-config-generator --namespace hvplug``."""
+
+from hvplug.conf import libvirt
+
+_MODULES = (libvirt,)
+
+
+def list_opts():
+    """Return ``[(group, [opts])]`` for every options module."""
+    return [
+        (group, opts)
+        for module in _MODULES
+        for group, opts in module.list_opts().items()
+    ]

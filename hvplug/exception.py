@@ -1,0 +1,172 @@
+"""The one exception hierarchy of hvplug.
+
+Every error carries a message template; a subclass states its template and,
+where it is the user's doing, exit code 2.  Messages name the cause and the
+fix.  Keyword values are formatted with ``%`` so a template missing a key
+fails loudly in tests rather than printing half a message.
+
+Nothing here may ever receive a CHAP password: callers pass usernames,
+targets and portals only.
+"""
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class HvplugError(Exception):
+    """Base class: an operation failed (exit code 1)."""
+
+    msg_fmt = "An unknown error occurred."
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str | None = None, **kwargs):
+        self.kwargs = kwargs
+        if message is None:
+            message = self.msg_fmt % kwargs
+        self.message = message
+        super().__init__(message)
+
+
+class InvalidInput(HvplugError):
+    """The user asked for something malformed (exit code 2)."""
+
+    msg_fmt = "Invalid input: %(reason)s"
+    exit_code = EXIT_BAD_INPUT
+
+
+class InvalidConnectionInfo(InvalidInput):
+    msg_fmt = (
+        "Invalid connection_info: %(reason)s. Pass the JSON that the storage "
+        "side's initialize_connection returned "
+        '({"driver_volume_type": ..., "data": {...}}).'
+    )
+
+
+class InvalidVolumeDriverEntry(InvalidInput):
+    msg_fmt = (
+        "Bad [libvirt] volume_drivers entry '%(entry)s': %(reason)s. "
+        "Entries are 'type=dotted.path.Class', e.g. "
+        "'iscsi=hvplug.virt.volume.net.LibvirtNetVolumeDriver'."
+    )
+
+
+class VolumeDriverNotFound(InvalidInput):
+    msg_fmt = (
+        "No volume driver for driver_volume_type '%(driver_type)s' "
+        "(known: %(known)s). Add 'TYPE=dotted.path.Class' to "
+        "[libvirt] volume_drivers."
+    )
+
+
+class ConfigFileError(InvalidInput):
+    msg_fmt = "Cannot read configuration: %(reason)s"
+
+
+class InvalidDeviceName(InvalidInput):
+    msg_fmt = "Invalid target device '%(dev)s' for bus '%(bus)s': %(reason)s."
+
+
+class LibvirtConnectionFailed(HvplugError):
+    msg_fmt = (
+        "Cannot connect to libvirt at %(uri)s: %(reason)s. Is libvirtd "
+        "running? ('tools/stack start' starts it; '--connect URI' picks "
+        "another.)"
+    )
+
+
+class LibvirtError(HvplugError):
+    msg_fmt = "libvirt failed to %(action)s: %(reason)s"
+
+
+class DomainNotFound(HvplugError):
+    msg_fmt = (
+        "Domain '%(domain)s' not found on %(uri)s: domain missing. "
+        "Check the name with 'virsh list --all'."
+    )
+
+
+class DomainNotRunning(HvplugError):
+    msg_fmt = (
+        "Domain '%(domain)s' is not running, so nothing can be attached "
+        "live. Start it, or use --persistent alone to change only its "
+        "configuration."
+    )
+
+
+class TargetUnreachable(HvplugError):
+    msg_fmt = (
+        "iSCSI target unreachable: no portal of %(portals)s accepted a TCP "
+        "connection within %(timeout)s s. Check the target is running and "
+        "the address and port are right ([libvirt] "
+        "iscsi_portal_probe_timeout sets the wait)."
+    )
+
+
+class AuthenticationFailed(HvplugError):
+    msg_fmt = (
+        "CHAP authentication failed: target %(target)s at %(portal)s "
+        "rejected user '%(username)s'. Check auth_username/auth_password "
+        "against the target's account."
+    )
+
+
+class AuthorizationFailed(HvplugError):
+    msg_fmt = (
+        "Target %(target)s at %(portal)s refused initiator %(initiator)s "
+        "(initiator ACL). Grant this IQN on the target, or set "
+        "[libvirt] iscsi_initiator_name to an IQN it admits."
+    )
+
+
+class InitiatorNameNotFound(HvplugError):
+    msg_fmt = (
+        "Cannot read this host's iSCSI initiator name from %(path)s: "
+        "%(reason)s. Install open-iscsi or set [libvirt] "
+        "iscsi_initiator_name."
+    )
+
+
+class VolumeAlreadyAttached(HvplugError):
+    msg_fmt = (
+        "Volume %(volume)s is already attached to domain '%(domain)s' as "
+        "%(dev)s; detach it first."
+    )
+
+
+class VolumeNotAttached(HvplugError):
+    msg_fmt = (
+        "Volume %(volume)s is not attached to domain '%(domain)s'; nothing "
+        "was changed."
+    )
+
+
+class DeviceNameInUse(HvplugError):
+    msg_fmt = (
+        "Target device %(dev)s is already in use on domain '%(domain)s'; "
+        "pick another --dev or leave it out to choose a free one."
+    )
+
+
+class NoFreeDeviceName(HvplugError):
+    msg_fmt = "No free target device name left on bus '%(bus)s' of '%(domain)s'."
+
+
+class AttachFailed(HvplugError):
+    msg_fmt = (
+        "Attaching volume %(volume)s to domain '%(domain)s' failed: "
+        "%(reason)s. Nothing was left behind."
+    )
+
+
+class DeviceDetachTimeout(HvplugError):
+    msg_fmt = (
+        "Device %(dev)s is still in the live configuration of domain "
+        "'%(domain)s' after %(timeout)s s: the guest did not release it "
+        "(virtio-blk unplug needs a guest OS to acknowledge; bus 'scsi' "
+        "does not). Retry later or raise [libvirt] device_detach_timeout."
+    )
+
+
+class SecretNotFound(HvplugError):
+    msg_fmt = "No libvirt secret with %(what)s."

@@ -1,0 +1,1 @@
+"""The hypervisor side: libvirt XML objects and volume drivers."""

@@ -1,0 +1,233 @@
+"""Host: hvplug's one wrapper around a libvirt connection.
+
+It opens the connection lazily, reconnects once when libvirtd went away,
+and turns the few libvirt errors callers act on into hvplug exceptions.
+Domains are passed by name, so a retried call after a reconnect looks the
+domain up again on the new connection.
+
+>>> host = Host("qemu:///system")
+>>> host.domain_state("guest1")
+(True, False)
+"""
+
+import importlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from lxml import etree
+
+from hvplug import exception
+from hvplug.conf import CONF
+from hvplug.virt import config
+from hvplug.virt.guest_disks import target_devs
+
+LOG = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# libvirt error codes that mean the connection itself is gone, not that the
+# call was wrong; only these trigger the one reconnect.
+_CONNECTION_ERRORS = ("VIR_ERR_SYSTEM_ERROR", "VIR_ERR_INVALID_CONN",
+                      "VIR_ERR_NO_CONNECT", "VIR_ERR_RPC")
+
+_USAGE_TYPES = {"volume": "VIR_SECRET_USAGE_TYPE_VOLUME",
+                "ceph": "VIR_SECRET_USAGE_TYPE_CEPH",
+                "iscsi": "VIR_SECRET_USAGE_TYPE_ISCSI"}
+
+_DETACH_FIRST_POLL = 0.005
+_DETACH_MAX_POLL = 0.25
+
+
+def import_libvirt():
+    """Import libvirt-python and silence its default print-to-stderr handler."""
+    libvirt = importlib.import_module("libvirt")
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    return libvirt
+
+
+class Host:
+    """A libvirt host reached through ``uri`` (default ``[libvirt] connection_uri``)."""
+
+    def __init__(self, uri: str | None = None):
+        self.uri = uri or CONF.libvirt.connection_uri
+        self.libvirt = import_libvirt()
+        self._conn = None
+
+    # -- connection -------------------------------------------------------
+    def connection(self):
+        """The open connection, opened on first use."""
+        if self._conn is None:
+            try:
+                self._conn = self.libvirt.open(self.uri)
+            except self.libvirt.libvirtError as exc:
+                raise exception.LibvirtConnectionFailed(
+                    uri=self.uri, reason=exc.get_error_message()) from None
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except self.libvirt.libvirtError:
+                pass
+            self._conn = None
+
+    def _dropped(self, exc) -> bool:
+        codes = {getattr(self.libvirt, name, None) for name in _CONNECTION_ERRORS}
+        if exc.get_error_code() not in codes:
+            return False
+        try:
+            return not self._conn.isAlive()
+        except self.libvirt.libvirtError:
+            return True
+
+    def call(self, func: Callable[[Any], T]) -> T:
+        """Run ``func(connection)``; reconnect and retry once if the link dropped."""
+        conn = self.connection()
+        try:
+            return func(conn)
+        except self.libvirt.libvirtError as exc:
+            if self._conn is not conn or not self._dropped(exc):
+                raise
+            LOG.warning("libvirt connection to %s dropped (%s); reconnecting once",
+                        self.uri, exc.get_error_message())
+            self._conn = None
+            return func(self.connection())
+
+    def is_code(self, exc, name: str) -> bool:
+        """Whether libvirtError ``exc`` carries the error code called ``name``."""
+        return exc.get_error_code() == getattr(self.libvirt, name)
+
+    # -- domains ----------------------------------------------------------
+    def _lookup(self, conn, name: str):
+        try:
+            return conn.lookupByName(name)
+        except self.libvirt.libvirtError as exc:
+            if self.is_code(exc, "VIR_ERR_NO_DOMAIN"):
+                raise exception.DomainNotFound(domain=name, uri=self.uri) from None
+            raise
+
+    def domain_call(self, name: str, func: Callable[[Any], T]) -> T:
+        """Run ``func(virDomain)`` for domain ``name``, with the reconnect rule."""
+        return self.call(lambda conn: func(self._lookup(conn, name)))
+
+    def domain_state(self, name: str) -> tuple[bool, bool]:
+        """``(active, persistent)`` of domain ``name``."""
+        return self.domain_call(
+            name, lambda dom: (bool(dom.isActive()), bool(dom.isPersistent())))
+
+    def domain_xml(self, name: str, inactive: bool = False) -> str:
+        flags = self.libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        return self.domain_call(name, lambda dom: dom.XMLDesc(flags))
+
+    def _device_flags(self, live: bool, persistent: bool) -> int:
+        flags = 0
+        if live:
+            flags |= self.libvirt.VIR_DOMAIN_AFFECT_LIVE
+        if persistent:
+            flags |= self.libvirt.VIR_DOMAIN_AFFECT_CONFIG
+        return flags
+
+    def attach_device(self, name: str, xml: str, live: bool = True,
+                      persistent: bool = False) -> None:
+        flags = self._device_flags(live, persistent)
+        self.domain_call(name, lambda dom: dom.attachDeviceFlags(xml, flags))
+
+    def detach_device(self, name: str, xml: str, dev: str, live: bool = True,
+                      persistent: bool = False, timeout: float | None = None) -> None:
+        """Detach ``xml`` and, when ``live``, wait until ``dev`` left the live XML."""
+        flags = self._device_flags(live, persistent)
+        self.domain_call(name, lambda dom: dom.detachDeviceFlags(xml, flags))
+        if live:
+            self.wait_device_gone(name, dev, timeout)
+
+    def wait_device_gone(self, name: str, dev: str, timeout: float | None = None) -> None:
+        """Poll the live XML (quickly at first, then backing off) until ``dev`` is gone."""
+        if timeout is None:
+            timeout = CONF.libvirt.device_detach_timeout
+        deadline = time.monotonic() + timeout
+        delay = _DETACH_FIRST_POLL
+        while dev in target_devs(self.domain_xml(name)):
+            if time.monotonic() >= deadline:
+                raise exception.DeviceDetachTimeout(dev=dev, domain=name, timeout=timeout)
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, _DETACH_MAX_POLL)
+
+    def block_resize(self, name: str, dev: str, size_bytes: int) -> None:
+        flags = self.libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES
+        self.domain_call(name, lambda dom: dom.blockResize(dev, size_bytes, flags))
+
+    def block_capacity(self, name: str, dev: str) -> int:
+        """The size of disk ``dev`` as QEMU sees it, in bytes."""
+        return self.domain_call(name, lambda dom: dom.blockInfo(dev)[0])
+
+    def domains_using_secret(self, uuid: str) -> list[str]:
+        """Names of domains whose live or persistent XML references secret ``uuid``."""
+        def scan(conn) -> list[str]:
+            users = []
+            for dom in conn.listAllDomains(0):
+                xmls = [dom.XMLDesc(0)]
+                if dom.isActive() and dom.isPersistent():
+                    xmls.append(dom.XMLDesc(self.libvirt.VIR_DOMAIN_XML_INACTIVE))
+                if any(_references_secret(xml, uuid) for xml in xmls):
+                    users.append(dom.name())
+            return users
+        return self.call(scan)
+
+    # -- secrets ----------------------------------------------------------
+    def _usage_code(self, usage_type: str) -> int:
+        try:
+            return getattr(self.libvirt, _USAGE_TYPES[usage_type])
+        except KeyError:
+            raise exception.InvalidInput(
+                reason=f"secret usage type {usage_type!r} is not one of "
+                f"{sorted(_USAGE_TYPES)}") from None
+
+    def find_secret(self, usage_type: str, usage_id: str):
+        """The virSecret with this usage, or None. Only 'no such secret' means None."""
+        code = self._usage_code(usage_type)
+        try:
+            return self.call(lambda conn: conn.secretLookupByUsage(code, usage_id))
+        except self.libvirt.libvirtError as exc:
+            if self.is_code(exc, "VIR_ERR_NO_SECRET"):
+                return None
+            raise
+
+    def secret_exists(self, uuid: str) -> bool:
+        try:
+            self.call(lambda conn: conn.secretLookupByUUIDString(uuid))
+        except self.libvirt.libvirtError as exc:
+            if self.is_code(exc, "VIR_ERR_NO_SECRET"):
+                return False
+            raise
+        return True
+
+    def define_secret(self, secret_config: config.LibvirtConfigSecret, value: bytes) -> str:
+        """Define the secret unless one with its usage exists; set its value.
+
+        The value is set through the API every time, so a changed password
+        takes effect.  Returns the secret's UUID.
+        """
+        secret = self.find_secret(secret_config.usage_type, secret_config.usage_id)
+        if secret is None:
+            xml = secret_config.to_xml()
+            secret = self.call(lambda conn: conn.secretDefineXML(xml))
+        secret.setValue(value)
+        return secret.UUIDString()
+
+    def delete_secret(self, uuid: str) -> bool:
+        """Undefine secret ``uuid``; False when it did not exist."""
+        try:
+            secret = self.call(lambda conn: conn.secretLookupByUUIDString(uuid))
+            secret.undefine()
+        except self.libvirt.libvirtError as exc:
+            if self.is_code(exc, "VIR_ERR_NO_SECRET"):
+                return False
+            raise
+        return True
+
+
+def _references_secret(domain_xml: str, uuid: str) -> bool:
+    root = etree.fromstring(domain_xml.encode())
+    return bool(root.xpath(".//secret[@uuid=$uuid]", uuid=uuid))

@@ -1,0 +1,1 @@
+"""Volume drivers: one module per driver, mapped by ``[libvirt] volume_drivers``."""

@@ -1,0 +1,95 @@
+"""The contract every volume driver fulfils, and what they share.
+
+A driver turns a Cinder-style ``connection_info`` into a guest disk::
+
+    {"driver_volume_type": "iscsi",
+     "data": {"target_portal": "192.0.2.10:3260",
+              "target_iqn": "iqn.2010-10.org.openstack:volume-42",
+              "target_lun": 1, "volume_id": "42", "access_mode": "rw"},
+     "serial": "42"}
+
+``connect_volume`` prepares the host (secrets, sessions) and may record
+what it chose in ``connection_info["data"]`` for ``get_config``;
+``disconnect_volume`` undoes it.
+"""
+
+from typing import Any
+
+from hvplug import exception
+from hvplug.conf import CONF
+from hvplug.virt import config
+
+
+class LibvirtBaseVolumeDriver:
+    """Base class of volume drivers; subclasses set ``driver_volume_type``."""
+
+    driver_volume_type = ""
+
+    def __init__(self, host):
+        self.host = host
+
+    # -- the contract -----------------------------------------------------
+    def connect_volume(self, connection_info: dict, domain: str) -> None:
+        """Make the volume usable on this host for ``domain``."""
+
+    def disconnect_volume(self, connection_info: dict, domain: str) -> None:
+        """Undo ``connect_volume`` once ``domain`` no longer uses the volume."""
+
+    def get_config(self, connection_info: dict,
+                   disk_info: dict) -> config.LibvirtConfigGuestDisk:
+        """The guest disk; ``disk_info`` holds ``dev`` and ``bus``."""
+        data = connection_info["data"]
+        conf = config.LibvirtConfigGuestDisk()
+        conf.driver_name = "qemu"
+        conf.driver_format = "raw"
+        conf.driver_cache = CONF.libvirt.disk_cachemode
+        conf.driver_discard = "unmap" if data.get("discard") else None
+        conf.target_dev = disk_info["dev"]
+        conf.target_bus = disk_info["bus"]
+        conf.serial = connection_info.get("serial") or data.get("volume_id")
+        conf.readonly = data.get("access_mode") == "ro"
+        conf.shareable = bool(data.get("multiattach"))
+        conf.set_qos_specs(data.get("qos_specs"))
+        return conf
+
+    def secret_config(self, connection_info: dict) -> config.LibvirtConfigSecret | None:
+        """The libvirt secret this volume needs, if any (without its value)."""
+        return None
+
+    def extend_volume(self, connection_info: dict, domain: str, dev: str,
+                      new_size: int) -> int:
+        """Tell QEMU disk ``dev`` of ``domain`` now has ``new_size`` bytes."""
+        self.host.block_resize(domain, dev, new_size)
+        return self.host.block_capacity(domain, dev)
+
+    # -- recognising attached disks ----------------------------------------
+    def is_same_volume(self, disk: config.LibvirtConfigGuestDisk,
+                       connection_info: dict) -> bool:
+        """Whether ``disk`` (from a domain's XML) is this volume."""
+        raise NotImplementedError
+
+    @classmethod
+    def handles_disk(cls, disk: config.LibvirtConfigGuestDisk) -> bool:
+        """Whether this driver would have written ``disk``."""
+        return False
+
+    @classmethod
+    def connection_info_from_disk(cls, disk: config.LibvirtConfigGuestDisk) -> dict:
+        """Rebuild enough ``connection_info`` from ``disk`` to disconnect it."""
+        raise NotImplementedError
+
+    def attach_error(self, message: str, connection_info: dict) -> exception.HvplugError | None:
+        """A precise error for libvirt's attach failure ``message``, if known."""
+        return None
+
+
+def require(data: dict, key: str, kind: type | tuple = str) -> Any:
+    """``data[key]``, or InvalidConnectionInfo naming the missing or wrong key."""
+    if key not in data or data[key] in (None, ""):
+        raise exception.InvalidConnectionInfo(reason=f"data.{key} is missing")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise exception.InvalidConnectionInfo(
+            reason=f"data.{key} must be {names}, not {type(value).__name__}")
+    return value

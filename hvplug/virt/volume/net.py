@@ -1,0 +1,235 @@
+"""Network disks: QEMU's built-in iSCSI initiator (libiscsi) through libvirt.
+
+The host never logs in: QEMU connects to the target itself, with the host's
+initiator IQN and, for CHAP, a private libvirt secret.
+
+Example ``connection_info``::
+
+    {"driver_volume_type": "iscsi",
+     "data": {"target_portal": "[2001:db8::1]:3260",
+              "target_iqn": "iqn.2010-10.org.openstack:volume-42",
+              "target_lun": 1, "auth_method": "CHAP",
+              "auth_username": "u", "auth_password": "p",
+              "target_portals": ["[2001:db8::1]:3260", "192.0.2.11:3260"],
+              "target_iqns": ["iqn...:volume-42", "iqn...:volume-42"],
+              "target_luns": [1, 1]},
+     "serial": "42"}
+"""
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from hvplug import exception
+from hvplug.conf import CONF
+from hvplug.utils import portals
+from hvplug.virt import config
+from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, require
+
+LOG = logging.getLogger(__name__)
+
+# QEMU passes libiscsi's login status through libvirt as
+# VIR_ERR_INTERNAL_ERROR; its text is the only place the reason appears.
+_LOGIN_STATUS_AUTHENTICATION = "Authentication failure"
+_LOGIN_STATUS_AUTHORIZATION = "Authorization failure"
+
+
+@dataclass(frozen=True)
+class ISCSITarget:
+    """One way to reach the volume: portal, target IQN and LUN."""
+
+    host: str
+    port: int
+    iqn: str
+    lun: int
+
+    @property
+    def portal(self) -> str:
+        return portals.format_portal(self.host, self.port)
+
+    @property
+    def source_name(self) -> str:
+        return f"{self.iqn}/{self.lun}"
+
+
+def _lun(value, key: str) -> int:
+    if isinstance(value, bool) or not (isinstance(value, int) or str(value).isdigit()):
+        raise exception.InvalidConnectionInfo(
+            reason=f"{key} must be a LUN number, not {value!r}")
+    return int(value)
+
+
+def iscsi_targets(data: dict) -> list[ISCSITarget]:
+    """Every (portal, iqn, lun) ``data`` offers, the primary first.
+
+    ``target_portals`` pairs index by index with ``target_iqns`` and
+    ``target_luns`` (Cinder's multipath keys); where those are absent the
+    primary IQN and LUN apply to every portal.
+    """
+    iqn = require(data, "target_iqn")
+    lun = _lun(require(data, "target_lun", (int, str)), "data.target_lun")
+    primary = ISCSITarget(*portals.parse_portal(require(data, "target_portal")), iqn, lun)
+    extra = data.get("target_portals") or []
+    if not isinstance(extra, list):
+        raise exception.InvalidConnectionInfo(reason="data.target_portals must be a list")
+    iqns = data.get("target_iqns") or [iqn] * len(extra)
+    luns = data.get("target_luns") or [lun] * len(extra)
+    if not (len(iqns) == len(luns) == len(extra)):
+        raise exception.InvalidConnectionInfo(
+            reason="data.target_portals, target_iqns and target_luns differ in length")
+    targets = [primary]
+    for portal, each_iqn, each_lun in zip(extra, iqns, luns, strict=True):
+        target = ISCSITarget(*portals.parse_portal(portal), each_iqn,
+                             _lun(each_lun, "data.target_luns"))
+        if target not in targets:
+            targets.append(target)
+    return targets
+
+
+def chap_credentials(data: dict) -> tuple[str, str] | None:
+    """``(username, password)`` for CHAP, None without auth; checked."""
+    method = data.get("auth_method")
+    if not method or str(method).lower() == "none":
+        return None
+    if str(method).upper() != "CHAP":
+        raise exception.InvalidConnectionInfo(
+            reason=f"data.auth_method {method!r} is not supported (use CHAP or leave it out)")
+    return require(data, "auth_username"), require(data, "auth_password")
+
+
+def initiator_name() -> str:
+    """This host's initiator IQN: the option, else open-iscsi's file."""
+    if CONF.libvirt.iscsi_initiator_name:
+        return CONF.libvirt.iscsi_initiator_name
+    path = Path(CONF.libvirt.iscsi_initiator_file)
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise exception.InitiatorNameNotFound(path=path, reason=exc.strerror) from None
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        if key.strip() == "InitiatorName" and value.strip():
+            return value.strip()
+    raise exception.InitiatorNameNotFound(path=path, reason="no InitiatorName= line")
+
+
+class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
+    """iSCSI volumes as ``<disk type='network'>`` served by QEMU's initiator."""
+
+    driver_volume_type = "iscsi"
+
+    def validate(self, connection_info: dict) -> list[ISCSITarget]:
+        data = connection_info["data"]
+        chap_credentials(data)
+        return iscsi_targets(data)
+
+    def select_target(self, connection_info: dict) -> ISCSITarget:
+        """The first target, in order, whose portal accepts a TCP connection."""
+        targets = self.validate(connection_info)
+        timeout = CONF.libvirt.iscsi_portal_probe_timeout
+        index = portals.first_answering([(t.host, t.port) for t in targets], timeout)
+        if index is None:
+            raise exception.TargetUnreachable(
+                portals=", ".join(t.portal for t in targets), timeout=timeout)
+        if index:
+            LOG.warning("portal %s did not answer; using %s",
+                        targets[0].portal, targets[index].portal)
+        return targets[index]
+
+    def connect_volume(self, connection_info: dict, domain: str) -> None:
+        data = connection_info["data"]
+        target = self.select_target(connection_info)
+        data["selected_target"] = {"portal": target.portal, "iqn": target.iqn,
+                                   "lun": target.lun}
+        credentials = chap_credentials(data)
+        if credentials:
+            data["secret_uuid"] = self.host.define_secret(
+                self.secret_config(connection_info), credentials[1].encode())
+
+    def secret_config(self, connection_info: dict) -> config.LibvirtConfigSecret | None:
+        """Private, persistent, usage ``iscsi`` keyed by ``<iqn>/<lun>``."""
+        if not chap_credentials(connection_info["data"]):
+            return None
+        source_name = self.chosen_target(connection_info).source_name
+        conf = config.LibvirtConfigSecret()
+        conf.ephemeral, conf.private = False, True
+        conf.description = f"hvplug CHAP secret for iSCSI volume {source_name}"
+        conf.usage_type, conf.usage_id = "iscsi", source_name
+        return conf
+
+    def chosen_target(self, connection_info: dict) -> ISCSITarget:
+        data = connection_info["data"]
+        chosen = data.get("selected_target")
+        if not chosen:
+            return self.validate(connection_info)[0]
+        return ISCSITarget(*portals.parse_portal(chosen["portal"]), chosen["iqn"],
+                           int(chosen["lun"]))
+
+    def get_config(self, connection_info: dict,
+                   disk_info: dict) -> config.LibvirtConfigGuestDisk:
+        conf = super().get_config(connection_info, disk_info)
+        data = connection_info["data"]
+        target = self.chosen_target(connection_info)
+        conf.source_type = "network"
+        conf.source_protocol = "iscsi"
+        conf.source_name = target.source_name
+        conf.source_hosts = [(target.host, str(target.port))]
+        conf.source_initiator_iqn = initiator_name()
+        credentials = chap_credentials(data)
+        if credentials:
+            conf.auth_username = credentials[0]
+            conf.auth_secret_type = "iscsi"
+            conf.auth_secret_uuid = data.get("secret_uuid")
+        return conf
+
+    def disconnect_volume(self, connection_info: dict, domain: str) -> None:
+        """Remove the CHAP secret, unless another domain still references it."""
+        data = connection_info["data"]
+        uuids = [data["secret_uuid"]] if data.get("secret_uuid") else [
+            secret.UUIDString() for secret in self._usage_secrets(connection_info)]
+        for uuid in uuids:
+            users = self.host.domains_using_secret(uuid)
+            if users:
+                LOG.info("keeping secret %s: still used by %s", uuid, ", ".join(users))
+            else:
+                self.host.delete_secret(uuid)
+
+    def _usage_secrets(self, connection_info: dict) -> list:
+        if not chap_credentials(connection_info["data"]):
+            return []
+        found = (self.host.find_secret("iscsi", t.source_name)
+                 for t in self.validate(connection_info))
+        return [secret for secret in found if secret is not None]
+
+    def is_same_volume(self, disk: config.LibvirtConfigGuestDisk,
+                       connection_info: dict) -> bool:
+        names = {t.source_name for t in self.validate(connection_info)}
+        return self.handles_disk(disk) and disk.source_name in names
+
+    @classmethod
+    def handles_disk(cls, disk: config.LibvirtConfigGuestDisk) -> bool:
+        return disk.source_type == "network" and disk.source_protocol == "iscsi"
+
+    @classmethod
+    def connection_info_from_disk(cls, disk: config.LibvirtConfigGuestDisk) -> dict:
+        iqn, _, lun = (disk.source_name or "").rpartition("/")
+        host, port = disk.source_hosts[0] if disk.source_hosts else ("", None)
+        data = {"target_iqn": iqn, "target_lun": int(lun) if lun.isdigit() else lun,
+                "target_portal": portals.format_portal(host, int(port or portals.DEFAULT_ISCSI_PORT))}
+        if disk.auth_secret_uuid:
+            data.update(auth_method="CHAP", auth_username=disk.auth_username,
+                        secret_uuid=disk.auth_secret_uuid)
+        return {"driver_volume_type": cls.driver_volume_type, "data": data,
+                "serial": disk.serial}
+
+    def attach_error(self, message: str, connection_info: dict) -> exception.HvplugError | None:
+        target = self.chosen_target(connection_info)
+        if _LOGIN_STATUS_AUTHENTICATION in message:
+            username = (chap_credentials(connection_info["data"]) or ("(none)",))[0]
+            return exception.AuthenticationFailed(
+                target=target.source_name, portal=target.portal, username=username)
+        if _LOGIN_STATUS_AUTHORIZATION in message:
+            return exception.AuthorizationFailed(
+                target=target.source_name, portal=target.portal,
+                initiator=initiator_name())
+        return None

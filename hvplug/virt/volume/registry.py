@@ -1,0 +1,75 @@
+"""``[libvirt] volume_drivers``: which driver class serves which volume type.
+
+Entries are ``driver_volume_type=dotted.path.Class`` (the nova-compute
+convention).  Configured entries override the defaults type by type, and
+every entry is imported and checked when the registry is built, so a typo
+fails at start-up with the entry named, not at the first attach.
+"""
+
+import importlib
+
+from hvplug import exception
+from hvplug.conf import CONF
+from hvplug.conf.libvirt import DEFAULT_VOLUME_DRIVERS
+from hvplug.virt.volume.base import LibvirtBaseVolumeDriver
+
+
+def parse_entry(entry: str) -> tuple[str, type[LibvirtBaseVolumeDriver]]:
+    """``"iscsi=pkg.mod.Class"`` → ``("iscsi", Class)``, checked."""
+    volume_type, sep, path = (part.strip() for part in entry.partition("="))
+    module_name, dot, class_name = path.rpartition(".")
+    if not sep or not volume_type or not dot or not module_name or not class_name:
+        raise exception.InvalidVolumeDriverEntry(
+            entry=entry, reason="expected 'type=dotted.path.Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise exception.InvalidVolumeDriverEntry(
+            entry=entry, reason=f"cannot import {module_name}: {exc}") from None
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise exception.InvalidVolumeDriverEntry(
+            entry=entry, reason=f"{module_name} has no {class_name}")
+    if not (isinstance(cls, type) and issubclass(cls, LibvirtBaseVolumeDriver)):
+        raise exception.InvalidVolumeDriverEntry(
+            entry=entry, reason=f"{path} is not a LibvirtBaseVolumeDriver subclass")
+    return volume_type, cls
+
+
+def load(entries: list[str]) -> dict[str, type[LibvirtBaseVolumeDriver]]:
+    """Defaults, then ``entries`` on top, each validated."""
+    classes: dict[str, type[LibvirtBaseVolumeDriver]] = {}
+    for entry in [*DEFAULT_VOLUME_DRIVERS, *entries]:
+        volume_type, cls = parse_entry(entry)
+        classes[volume_type] = cls
+    return classes
+
+
+class VolumeDriverRegistry:
+    """Driver instances for one Host, built from ``volume_drivers``."""
+
+    def __init__(self, host, entries: list[str] | None = None):
+        self.host = host
+        if entries is None:
+            entries = CONF.libvirt.volume_drivers
+        self.classes = load(entries)
+        self._drivers: dict[str, LibvirtBaseVolumeDriver] = {}
+
+    def driver_for_type(self, volume_type: str) -> LibvirtBaseVolumeDriver:
+        if volume_type not in self.classes:
+            raise exception.VolumeDriverNotFound(
+                driver_type=volume_type, known=", ".join(sorted(self.classes)))
+        if volume_type not in self._drivers:
+            self._drivers[volume_type] = self.classes[volume_type](self.host)
+        return self._drivers[volume_type]
+
+    def driver_for(self, connection_info: dict) -> LibvirtBaseVolumeDriver:
+        """The driver for ``connection_info["driver_volume_type"]``."""
+        return self.driver_for_type(connection_info["driver_volume_type"])
+
+    def driver_for_disk(self, disk) -> tuple[LibvirtBaseVolumeDriver, dict] | None:
+        """The driver that handles attached ``disk`` and its connection_info."""
+        for volume_type, cls in self.classes.items():
+            if cls.handles_disk(disk):
+                return self.driver_for_type(volume_type), cls.connection_info_from_disk(disk)
+        return None

@@ -1,0 +1,1 @@
+"""Templates shipped with hvplug (installed as ``hvplug.xml_templates``)."""
