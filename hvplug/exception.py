@@ -136,7 +136,7 @@ class VolumeAlreadyAttached(HvplugError):
 
 class VolumeNotAttached(HvplugError):
     msg_fmt = (
-        "Volume %(volume)s is not attached to domain '%(domain)s'; nothing "
+        "%(what)s is not attached to domain '%(domain)s'; nothing "
         "was changed."
     )
 

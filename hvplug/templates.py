@@ -25,8 +25,14 @@ def render(template: str, **values) -> str:
     return string.Template(template_text(template)).substitute(values)
 
 
-def guest_xml(name: str, memory_mib: int = 64) -> str:
-    """XML of the diskless verification guest, KVM where /dev/kvm is usable."""
-    domain_type = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "qemu"
+def guest_xml(name: str, memory_mib: int = 64, domain_type: str | None = None) -> str:
+    """XML of the diskless verification guest.
+
+    ``domain_type`` is ``kvm`` or ``qemu`` (TCG); pass what
+    ``Host.guest_domain_type()`` says libvirt can run.  Without it, KVM is
+    assumed where /dev/kvm is usable by this process.
+    """
+    if domain_type is None:
+        domain_type = "kvm" if os.access("/dev/kvm", os.R_OK | os.W_OK) else "qemu"
     return render("guest.xml", name=name, domain_type=domain_type,
                   memory_mib=memory_mib)

@@ -164,8 +164,9 @@ def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     else:
         xml, disk = view.find(lambda d: d.target_dev == dev)
     if disk is None:
-        volume = _volume_name(connection_info) if connection_info else dev
-        raise exception.VolumeNotAttached(volume=volume, domain=domain)
+        what = (f"Volume {_volume_name(connection_info)}" if connection_info
+                else f"Device {dev}")
+        raise exception.VolumeNotAttached(what=what, domain=domain)
     if driver is None:
         found = registry.driver_for_disk(disk)
         if found is None:

@@ -117,6 +117,16 @@ class Host:
         return self.domain_call(
             name, lambda dom: (bool(dom.isActive()), bool(dom.isPersistent())))
 
+    def guest_domain_type(self, arch: str = "x86_64") -> str:
+        """``kvm`` when libvirt can run KVM guests of ``arch`` here, else ``qemu``.
+
+        libvirt decides as the user QEMU runs as, so this is right where a
+        check of /dev/kvm by the calling (root) process is not.
+        """
+        caps = etree.fromstring(self.call(lambda conn: conn.getCapabilities()).encode())
+        kvm = caps.xpath("./guest[arch/@name=$arch]/arch/domain[@type='kvm']", arch=arch)
+        return "kvm" if kvm else "qemu"
+
     def domain_xml(self, name: str, inactive: bool = False) -> str:
         flags = self.libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         return self.domain_call(name, lambda dom: dom.XMLDesc(flags))
