@@ -1,0 +1,1 @@
+"""Export block volumes to initiators (iSCSI targets on tgtd)."""
