@@ -53,6 +53,7 @@ class Host:
         self.uri = uri or CONF.libvirt.connection_uri
         self.libvirt = import_libvirt()
         self._conn = None
+        self._domains: dict[str, tuple[Any, Any]] = {}
 
     # -- connection -------------------------------------------------------
     def connection(self):
@@ -109,8 +110,24 @@ class Host:
             raise
 
     def domain_call(self, name: str, func: Callable[[Any], T]) -> T:
-        """Run ``func(virDomain)`` for domain ``name``, with the reconnect rule."""
-        return self.call(lambda conn: func(self._lookup(conn, name)))
+        """Run ``func(virDomain)`` for domain ``name``, with the reconnect rule.
+
+        The handle is looked up once per connection and reused; a handle
+        that went stale (the domain was destroyed, perhaps re-created under
+        the same name) is looked up again once.
+        """
+        def run(conn) -> T:
+            cached = self._domains.get(name)
+            if cached is None or cached[0] is not conn:
+                cached = self._domains[name] = (conn, self._lookup(conn, name))
+            try:
+                return func(cached[1])
+            except self.libvirt.libvirtError as exc:
+                if not self.is_code(exc, "VIR_ERR_NO_DOMAIN"):
+                    raise
+                del self._domains[name]
+                return func(self._lookup(conn, name))
+        return self.call(run)
 
     def domain_state(self, name: str) -> tuple[bool, bool]:
         """``(active, persistent)`` of domain ``name``."""
@@ -175,15 +192,21 @@ class Host:
     def domains_using_secret(self, uuid: str) -> list[str]:
         """Names of domains whose live or persistent XML references secret ``uuid``."""
         def scan(conn) -> list[str]:
-            users = []
-            for dom in conn.listAllDomains(0):
-                xmls = [dom.XMLDesc(0)]
-                if dom.isActive() and dom.isPersistent():
-                    xmls.append(dom.XMLDesc(self.libvirt.VIR_DOMAIN_XML_INACTIVE))
-                if any(_references_secret(xml, uuid) for xml in xmls):
-                    users.append(dom.name())
-            return users
+            return [dom.name() for dom in conn.listAllDomains(0)
+                    if self._domain_references(dom, uuid)]
         return self.call(scan)
+
+    def _domain_references(self, dom, uuid: str) -> bool:
+        try:
+            xmls = [dom.XMLDesc(0)]
+            if dom.isActive() and dom.isPersistent():
+                xmls.append(dom.XMLDesc(self.libvirt.VIR_DOMAIN_XML_INACTIVE))
+        except self.libvirt.libvirtError as exc:
+            # A domain that vanished since the listing no longer uses anything.
+            if self.is_code(exc, "VIR_ERR_NO_DOMAIN"):
+                return False
+            raise
+        return any(_references_secret(xml, uuid) for xml in xmls)
 
     # -- secrets ----------------------------------------------------------
     def _usage_code(self, usage_type: str) -> int:
