@@ -119,6 +119,17 @@ class AuthorizationFailed(HvplugError):
     )
 
 
+class TargetNotFound(HvplugError):
+    msg_fmt = (
+        "Target %(target)s at %(portal)s answered 'Target not found' to "
+        "initiator %(initiator)s: either no such target is exported there, "
+        "or its initiator ACL does not admit this initiator (tgtd hides "
+        "targets from initiators it refuses). Check target_iqn, grant this "
+        "IQN on the target, or set [libvirt] iscsi_initiator_name to an IQN "
+        "it admits."
+    )
+
+
 class InitiatorNameNotFound(HvplugError):
     msg_fmt = (
         "Cannot read this host's iSCSI initiator name from %(path)s: "

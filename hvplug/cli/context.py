@@ -41,7 +41,7 @@ class Context:
             text = sys.stdin.read() if path == "-" else Path(path).read_text()
         except OSError as exc:
             raise exception.InvalidInput(
-                reason=f"cannot read --connection-info {path}: {exc.strerror}") from None
+                reason=f"cannot read --connection-info {path}: {exc.strerror or exc}") from None
         try:
             info = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -32,6 +32,9 @@ LOG = logging.getLogger(__name__)
 # VIR_ERR_INTERNAL_ERROR; its text is the only place the reason appears.
 _LOGIN_STATUS_AUTHENTICATION = "Authentication failure"
 _LOGIN_STATUS_AUTHORIZATION = "Authorization failure"
+# tgtd answers an initiator its ACL refuses with "Target not found" (0x0203),
+# as RFC 3720 allows for hidden targets, not with "Authorization failure".
+_LOGIN_STATUS_TARGET_NOT_FOUND = "Target not found"
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,10 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                 target=target.source_name, portal=target.portal, username=username)
         if _LOGIN_STATUS_AUTHORIZATION in message:
             return exception.AuthorizationFailed(
+                target=target.source_name, portal=target.portal,
+                initiator=initiator_name())
+        if _LOGIN_STATUS_TARGET_NOT_FOUND in message:
+            return exception.TargetNotFound(
                 target=target.source_name, portal=target.portal,
                 initiator=initiator_name())
         return None

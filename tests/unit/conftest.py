@@ -1,0 +1,91 @@
+"""Fixtures for unit tests: the fake libvirt, a guest, volumes."""
+
+import socket
+import sys
+import uuid
+
+import pytest
+
+from hvplug import templates
+from tests import fakelibvirt
+
+HOST_IQN = "iqn.1993-08.org.example:01:unit"
+
+
+@pytest.fixture
+def fake_libvirt(monkeypatch):
+    monkeypatch.setitem(sys.modules, "libvirt", fakelibvirt)
+    fakelibvirt.reset()
+    yield fakelibvirt
+    fakelibvirt.reset()
+
+
+@pytest.fixture
+def host(fake_libvirt, config_fixture):
+    from hvplug.virt.host import Host
+    config_fixture.config(group="libvirt", iscsi_initiator_name=HOST_IQN)
+    h = Host("qemu:///system")
+    yield h
+    h.close()
+
+
+@pytest.fixture
+def registry(host):
+    from hvplug.virt.volume.registry import VolumeDriverRegistry
+    return VolumeDriverRegistry(host)
+
+
+@pytest.fixture
+def make_guest(host):
+    def make(persistent: bool = False, running: bool = True) -> str:
+        name = f"unit-{uuid.uuid4().hex[:8]}"
+        xml = templates.guest_xml(name, domain_type="kvm")
+        if persistent:
+            dom = host.call(lambda conn: conn.defineXML(xml))
+            if running:
+                dom.create()
+        else:
+            host.call(lambda conn: conn.createXML(xml, 0))
+        return name
+    return make
+
+
+@pytest.fixture
+def guest(make_guest):
+    return make_guest()
+
+
+@pytest.fixture
+def portal():
+    """A TCP listener standing in for the target's portal."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+@pytest.fixture
+def dead_portal():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"127.0.0.1:{port}"
+
+
+@pytest.fixture
+def make_info(portal):
+    def make(chap: bool = True, password: str = "s3cret-pw", **data) -> dict:
+        tag = uuid.uuid4().hex[:8]
+        info = {"driver_volume_type": "iscsi",
+                "data": {"target_portal": portal,
+                         "target_iqn": f"iqn.2010-10.org.openstack:volume-{tag}",
+                         "target_lun": 1, "volume_id": tag, "access_mode": "rw"},
+                "serial": tag}
+        if chap:
+            info["data"].update(auth_method="CHAP", auth_username=f"user-{tag}",
+                                auth_password=password)
+        info["data"].update(data)
+        return info
+    return make
