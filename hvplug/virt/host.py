@@ -76,7 +76,10 @@ class Host:
 
     def _dropped(self, exc) -> bool:
         codes = {getattr(self.libvirt, name, None) for name in _CONNECTION_ERRORS}
-        if exc.get_error_code() not in codes:
+        # After the first "End of file" (SYSTEM_ERROR), a dead client socket
+        # answers INTERNAL_ERROR from the RPC layer: count both.
+        from_rpc = exc.get_error_domain() == self.libvirt.VIR_FROM_RPC
+        if exc.get_error_code() not in codes and not from_rpc:
             return False
         try:
             return not self._conn.isAlive()

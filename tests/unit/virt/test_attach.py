@@ -51,9 +51,9 @@ def test_first_free_device_names(host, registry, guest, make_info):
 
 
 def test_default_bus_from_config(host, registry, guest, make_info, config_fixture):
-    config_fixture.config(group="libvirt", disk_bus="sata")
+    config_fixture.config(group="libvirt", disk_bus="scsi")
     result = attach.attach_volume(host, registry, guest, make_info())
-    assert (result.bus, result.dev) == ("sata", "sda")
+    assert (result.bus, result.dev) == ("scsi", "sda")
 
 
 def test_explicit_dev_in_use_changes_nothing(host, registry, guest, make_info):

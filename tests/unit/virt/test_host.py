@@ -34,6 +34,15 @@ def test_reconnects_once_when_the_connection_drops(host, guest, fake_libvirt):
     assert host.connection() is not first
 
 
+def test_reconnects_after_a_closed_socket_error(host, guest, fake_libvirt):
+    first = host.connection()
+    fake_libvirt.simulate_connection_drop()
+    with pytest.raises(fake_libvirt.libvirtError):
+        first.lookupByName(guest)  # the first call on a dead link: End of file
+    assert host.domain_state(guest) == (True, False)  # next: client socket is closed
+    assert host.connection() is not first
+
+
 def test_no_reconnect_for_ordinary_errors(host, fake_libvirt):
     first = host.connection()
     with pytest.raises(exception.DomainNotFound):
