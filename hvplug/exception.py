@@ -60,7 +60,10 @@ class VolumeDriverNotFound(InvalidInput):
 
 
 class ConfigFileError(InvalidInput):
-    msg_fmt = "Cannot read configuration: %(reason)s"
+    msg_fmt = (
+        "Cannot read configuration: %(reason)s. Fix the file (options: "
+        "doc/configuration.md) or name another with --config-file."
+    )
 
 
 class InvalidDeviceName(InvalidInput):
@@ -76,7 +79,10 @@ class LibvirtConnectionFailed(HvplugError):
 
 
 class LibvirtError(HvplugError):
-    msg_fmt = "libvirt failed to %(action)s: %(reason)s"
+    msg_fmt = (
+        "libvirt failed to %(action)s: %(reason)s. Check the domain and "
+        "libvirtd's log (/var/log/libvirt/), then retry."
+    )
 
 
 class DomainNotFound(HvplugError):
@@ -177,7 +183,3 @@ class DeviceDetachTimeout(HvplugError):
         "(virtio-blk unplug needs a guest OS to acknowledge; bus 'scsi' "
         "does not). Retry later or raise [libvirt] device_detach_timeout."
     )
-
-
-class SecretNotFound(HvplugError):
-    msg_fmt = "No libvirt secret with %(what)s."

@@ -11,6 +11,7 @@ def config_fixture():
     """Each test starts from default options and leaves them so."""
     fixture = config_fixture_mod.Config(CONF)
     fixture.setUp()
-    CONF([], project="hvplug", default_config_files=[])
+    CONF([], project="hvplug", prog="hvplug", default_config_files=[],
+         default_config_dirs=[])
     yield fixture
     fixture.cleanUp()

@@ -113,6 +113,8 @@ class Demo:
         step(f"3. start the diskless guest {self.guest} ({domain_type})")
         xml = templates.guest_xml(self.guest, domain_type=domain_type)
         self.host.call(lambda conn: conn.createXML(xml, 0))
+        self.cleanups.append(("remove the guest's QEMU log", lambda: Path(
+            f"/var/log/libvirt/qemu/{self.guest}.log").unlink(missing_ok=True)))
         self.cleanups.append(("destroy the guest", lambda: self.host.domain_call(
             self.guest, lambda dom: dom.destroy())))
 

@@ -48,17 +48,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_config(config_files: list[str] | None) -> None:
-    """Read the configuration and check every value now, not at first use."""
+    """Read the configuration and check every value now, not at first use.
+
+    With ``--config-file`` only the named files are read (no
+    ``hvplug.conf.d`` directories); without it, oslo.config's usual search
+    for ``hvplug.conf`` (e.g. ``/etc/hvplug/hvplug.conf``) applies.
+    """
+    dirs = [] if config_files else None
     try:
-        CONF(args=[], project="hvplug", default_config_files=config_files)
-        for group, opts in list_opts():
-            for opt in opts:
-                getattr(getattr(CONF, group.name), opt.dest)
+        CONF(args=[], project="hvplug", prog="hvplug",
+             default_config_files=config_files, default_config_dirs=dirs)
     except cfg.Error as exc:
         raise exception.ConfigFileError(reason=str(exc)) from None
+    for group, opts in list_opts():
+        for opt in opts:
+            try:
+                getattr(getattr(CONF, group.name), opt.dest)
+            except (cfg.Error, ValueError) as exc:
+                detail = str(exc).rpartition("is not valid: ")[2]
+                raise exception.ConfigFileError(
+                    reason=f"[{group.name}] {opt.dest}: {detail}") from None
 
 
 def report_error(exc: Exception, args, ctx: Context) -> int:
+    if type(exc).__name__ == "libvirtError":  # a libvirt failure no layer translated
+        exc = exception.LibvirtError(action=f"complete '{args.command}'",
+                                     reason=exc.get_error_message())
     if isinstance(exc, exception.HvplugError):
         message, code = exc.message, exc.exit_code
     else:

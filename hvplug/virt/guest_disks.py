@@ -67,7 +67,7 @@ def check_dev_name(dev: str, bus: str, used: set[str], domain: str) -> str:
     suffix = dev[len(prefix):]
     if not dev.startswith(prefix) or not suffix.isalpha() or not suffix.islower():
         raise exception.InvalidDeviceName(
-            dev=dev, bus=bus, reason=f"names on this bus look like {prefix}a, {prefix}b, ...")
+            dev=dev, bus=bus, reason=f"names on this bus look like {prefix}a, {prefix}b, {prefix}c")
     if dev in used:
         raise exception.DeviceNameInUse(dev=dev, domain=domain)
     return dev

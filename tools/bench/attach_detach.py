@@ -87,6 +87,7 @@ class Bench:
         secret = self.host.find_secret("iscsi", f"{self.iqn}/1")
         if secret is not None:
             secret.undefine()
+        Path(f"/var/log/libvirt/qemu/{self.guest}.log").unlink(missing_ok=True)
         for path in self.workdir.iterdir():
             path.unlink()
         self.workdir.rmdir()

@@ -127,7 +127,8 @@ def test_bad_config_file_exit_2(run, tmp_path, capsys):
     bad.write_text("[libvirt]\ndisk_bus = floppy\n")
     rc = cli.main(["--config-file", str(bad), "list", "--domain", "x"])
     err = capsys.readouterr().err
-    assert rc == 2 and "disk_bus" in err and "Traceback" not in err
+    assert rc == 2 and "Traceback" not in err and "LocationInfo" not in err
+    assert "[libvirt] disk_bus: Valid values are [virtio, scsi, sata], but found 'floppy'" in err
     rc = cli.main(["--config-file", str(tmp_path / "absent.conf"), "list", "--domain", "x"])
     assert rc == 2
 
@@ -139,6 +140,15 @@ def test_bad_volume_drivers_entry_exit_2(run, tmp_path, capsys, make_info, monke
     rc = cli.main(["--config-file", str(conf), "render", "--connection-info", "-"])
     err = capsys.readouterr().err
     assert rc == 2 and "'iscsi=no.such.Driver'" in err
+
+
+def test_config_dirs_ignored_with_config_file(run, guest, tmp_path, monkeypatch, capsys):
+    conf_d = tmp_path / "home" / ".hvplug" / "hvplug.conf.d"
+    conf_d.mkdir(parents=True)
+    (conf_d / "override.conf").write_text("[libvirt]\nconnection_uri = qemu:///nowhere\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    rc, _out, err = run("list", "--domain", guest)
+    assert rc == 0, err
 
 
 def test_options_after_the_command(run, guest, make_info, fake_libvirt):
@@ -163,3 +173,13 @@ def test_unexpected_error_is_one_line_unless_debug(run, guest, make_info, monkey
                        stdin=json.dumps(make_info()))
     assert rc == 1 and "unexpected ValueError" in err and "--debug" in err
     assert "Traceback" not in err and "s3cret-pw" not in err
+
+
+def test_untranslated_libvirt_error_is_one_clear_line(run, guest, monkeypatch, fake_libvirt):
+    def broken(*args, **kwargs):
+        raise fake_libvirt.libvirtError("internal error: disk is busy",
+                                        fake_libvirt.VIR_ERR_INTERNAL_ERROR)
+    monkeypatch.setattr("hvplug.virt.inspect.volume_rows", broken)
+    rc, _out, err = run("list", "--domain", guest)
+    assert rc == 1 and "libvirt failed to complete 'list': internal error: disk is busy" in err
+    assert "Traceback" not in err
