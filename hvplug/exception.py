@@ -70,6 +70,14 @@ class InvalidDeviceName(InvalidInput):
     msg_fmt = "Invalid target device '%(dev)s' for bus '%(bus)s': %(reason)s."
 
 
+class ProcessExecutionError(HvplugError):
+    msg_fmt = "%(cmd)s exited %(status)s: %(stderr)s"
+
+    @property
+    def stderr(self) -> str:
+        return self.kwargs.get("stderr", "")
+
+
 class LibvirtConnectionFailed(HvplugError):
     msg_fmt = (
         "Cannot connect to libvirt at %(uri)s: %(reason)s. Is libvirtd "

@@ -1,8 +1,10 @@
 """Fixtures for unit tests: the fake libvirt, a guest, volumes."""
 
+import os
 import socket
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +20,40 @@ def fake_libvirt(monkeypatch):
     fakelibvirt.reset()
     yield fakelibvirt
     fakelibvirt.reset()
+
+
+class RecordingExecutor:
+    """Stands in for hvplug.utils.executor.execute: records, then answers.
+
+    ``fail_with`` set to a stderr text makes the next commands fail as the
+    real program would (ProcessExecutionError).
+    """
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        self.files: dict[str, tuple[str, int]] = {}
+        self.fail_with: str | None = None
+
+    def __call__(self, *cmd, **kwargs):
+        self.calls.append(cmd)
+        for arg in cmd:  # what a file named in an argument held, and its mode
+            if "file=" in arg:
+                path = arg.split("file=")[1].split(",")[0]
+                self.files[path] = (Path(path).read_text(), os.stat(path).st_mode & 0o777)
+        if self.fail_with is not None:
+            from hvplug import exception
+            raise exception.ProcessExecutionError(cmd=cmd[0], status=1,
+                                                  stderr=self.fail_with)
+        return "", ""
+
+
+@pytest.fixture(autouse=True)
+def fake_execute(monkeypatch):
+    """No unit test runs a real command."""
+    from hvplug.utils import executor
+    recorder = RecordingExecutor()
+    monkeypatch.setattr(executor, "execute", recorder)
+    return recorder
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from typing import Any
 
 from hvplug import exception
 from hvplug.conf import CONF
+from hvplug.utils import executor
 from hvplug.virt import config
 
 
@@ -25,8 +26,9 @@ class LibvirtBaseVolumeDriver:
 
     driver_volume_type = ""
 
-    def __init__(self, host):
+    def __init__(self, host, execute=None):
         self.host = host
+        self.execute = execute or executor.execute
 
     # -- the contract -----------------------------------------------------
     def connect_volume(self, connection_info: dict, domain: str) -> None:

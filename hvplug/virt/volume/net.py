@@ -17,6 +17,8 @@ Example ``connection_info``::
 """
 
 import logging
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,8 +148,47 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                                    "lun": target.lun}
         credentials = chap_credentials(data)
         if credentials:
+            self._protect_shared_secret(target, credentials, domain)
             data["secret_uuid"] = self.host.define_secret(
                 self.secret_config(connection_info), credentials[1].encode())
+
+    def _protect_shared_secret(self, target: ISCSITarget, credentials: tuple[str, str],
+                               domain: str) -> None:
+        """Prove new credentials before they overwrite a secret others use.
+
+        The secret is private, so a value replaced by a wrong password could
+        not be put back; a failed attach must leave the other domains'
+        secret as it was.
+        """
+        secret = self.host.find_secret("iscsi", target.source_name)
+        if secret is None or not self.host.domains_using_secret(secret.UUIDString()):
+            return
+        error = self.check_login(target, credentials)
+        if error is not None:
+            raise error
+
+    def check_login(self, target: ISCSITarget,
+                    credentials: tuple[str, str]) -> exception.HvplugError | None:
+        """Log in once with QEMU's own initiator (qemu-img); the error, if any.
+
+        The password reaches qemu-img in a root-only file, never in argv.
+        """
+        with tempfile.TemporaryDirectory(prefix="hvplug-") as tmp:
+            password_file = Path(tmp) / "chap"
+            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(credentials[1])
+            opts = (f"driver=iscsi,transport=tcp,portal={target.portal},"
+                    f"target={target.iqn},lun={target.lun},user={credentials[0]},"
+                    f"password-secret=chap,initiator-name={initiator_name()}")
+            try:
+                self.execute("qemu-img", "info", "--object",
+                             f"secret,id=chap,file={password_file}", "--image-opts", opts,
+                             timeout=30, secrets=(credentials[1],))
+            except exception.ProcessExecutionError as exc:
+                return (self.login_error(exc.stderr, target, credentials[0])
+                        or exc)
+        return None
 
     def secret_config(self, connection_info: dict) -> config.LibvirtConfigSecret | None:
         """Private, persistent, usage ``iscsi`` keyed by ``<iqn>/<lun>``."""
@@ -226,17 +267,17 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                 "serial": disk.serial}
 
     def attach_error(self, message: str, connection_info: dict) -> exception.HvplugError | None:
-        target = self.chosen_target(connection_info)
+        username = (chap_credentials(connection_info["data"]) or ("(none)",))[0]
+        return self.login_error(message, self.chosen_target(connection_info), username)
+
+    def login_error(self, message: str, target: ISCSITarget,
+                    username: str) -> exception.HvplugError | None:
+        """The precise error for libiscsi's login status in ``message``, if any."""
+        where = {"target": target.source_name, "portal": target.portal}
         if _LOGIN_STATUS_AUTHENTICATION in message:
-            username = (chap_credentials(connection_info["data"]) or ("(none)",))[0]
-            return exception.AuthenticationFailed(
-                target=target.source_name, portal=target.portal, username=username)
+            return exception.AuthenticationFailed(username=username, **where)
         if _LOGIN_STATUS_AUTHORIZATION in message:
-            return exception.AuthorizationFailed(
-                target=target.source_name, portal=target.portal,
-                initiator=initiator_name())
+            return exception.AuthorizationFailed(initiator=initiator_name(), **where)
         if _LOGIN_STATUS_TARGET_NOT_FOUND in message:
-            return exception.TargetNotFound(
-                target=target.source_name, portal=target.portal,
-                initiator=initiator_name())
+            return exception.TargetNotFound(initiator=initiator_name(), **where)
         return None

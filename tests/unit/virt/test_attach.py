@@ -1,4 +1,5 @@
 import copy
+import os
 
 import pytest
 
@@ -218,6 +219,28 @@ def test_secret_shared_by_two_domains_kept_until_last_detach(host, registry, mak
     assert secret_uuids(host) == {one.secret_uuid}
     attach.detach_volume(host, registry, second, connection_info=copy.deepcopy(info))
     assert secret_uuids(host) == set()
+
+
+def test_wrong_password_cannot_overwrite_a_shared_secret(host, registry, make_guest,
+                                                         make_info, fake_execute, fake_libvirt):
+    first, second = make_guest(), make_guest()
+    info = make_info(multiattach=True, password="right-pw")
+    one = attach.attach_volume(host, registry, first, copy.deepcopy(info), bus="scsi")
+    assert fake_execute.calls == []  # nobody else used the secret: no extra login
+    fake_execute.fail_with = ("qemu-img: Could not open 'driver=iscsi,...': iSCSI: Failed to "
+                              "connect to LUN : Failed to log in to target. Status: "
+                              "Authentication failure(513)")
+    wrong = copy.deepcopy(info)
+    wrong["data"]["auth_password"] = "wrong-pw"
+    with pytest.raises(exception.AuthenticationFailed):
+        attach.attach_volume(host, registry, second, wrong, bus="scsi")
+    state = fake_libvirt._hosts["qemu:///system"].secrets[one.secret_uuid]
+    assert state.value == b"right-pw"
+    (cmd,) = fake_execute.calls
+    assert cmd[:2] == ("qemu-img", "info") and "wrong-pw" not in " ".join(cmd)
+    assert list(fake_execute.files.values()) == [("wrong-pw", 0o600)]
+    assert not any(os.path.exists(path) for path in fake_execute.files)
+    assert live_disks(host, second) == {}
 
 
 def test_changed_password_takes_effect(host, registry, guest, make_info, fake_libvirt):
