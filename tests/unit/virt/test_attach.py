@@ -302,3 +302,15 @@ def test_render_is_valid_and_consistent(registry, make_info):
     assert "<readonly/>" in disk_xml and "1048576" in disk_xml
     _, plain_xml, none = attach.render_volume(registry, make_info(chap=False), dev="vdc")
     assert none is None and "<auth" not in plain_xml and "vdc" in plain_xml
+
+
+def test_tgtd_target_not_found_names_initiator_and_acl(host, registry, guest, make_info,
+                                                       fake_libvirt):
+    def login(*args):  # what tgtd answers an initiator its ACL refuses
+        raise RuntimeError("iSCSI: Failed to connect to LUN : Failed to log in to target. "
+                           "Status: Target not found(515)")
+    fake_libvirt.set_iscsi_login(login)
+    with pytest.raises(exception.TargetNotFound) as err:
+        attach.attach_volume(host, registry, guest, make_info(), bus="scsi")
+    assert HOST_IQN in str(err.value) and "ACL" in str(err.value)
+    assert secret_uuids(host) == set()
