@@ -148,12 +148,12 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                                    "lun": target.lun}
         credentials = chap_credentials(data)
         if credentials:
-            self._protect_shared_secret(target, credentials, domain)
+            self._protect_shared_secret(target, credentials)
             data["secret_uuid"] = self.host.define_secret(
                 self.secret_config(connection_info), credentials[1].encode())
 
-    def _protect_shared_secret(self, target: ISCSITarget, credentials: tuple[str, str],
-                               domain: str) -> None:
+    def _protect_shared_secret(self, target: ISCSITarget,
+                               credentials: tuple[str, str]) -> None:
         """Prove new credentials before they overwrite a secret others use.
 
         The secret is private, so a value replaced by a wrong password could
