@@ -191,3 +191,22 @@ class DeviceDetachTimeout(HvplugError):
         "(virtio-blk unplug needs a guest OS to acknowledge; bus 'scsi' "
         "does not). Retry later or raise [libvirt] device_detach_timeout."
     )
+
+
+class ExportNotFound(HvplugError):
+    msg_fmt = (
+        "No export of volume %(volume_id)s is recorded here; create it with "
+        "'hvplug target create-export' (see 'hvplug target list')."
+    )
+
+
+class IserUnavailable(HvplugError):
+    msg_fmt = (
+        "iSER/RDMA is unavailable on this target host: %(reason)s. Install "
+        "RDMA hardware and the target's iSER support, or turn enable_iser "
+        "off. Nothing was persisted."
+    )
+
+
+class TargetError(HvplugError):
+    msg_fmt = "%(helper)s could not %(action)s target %(iqn)s: %(reason)s"

@@ -7,8 +7,9 @@ Each group lives in its own module with ``register_opts(conf)`` and
 
 from oslo_config import cfg
 
-from hvplug.conf import libvirt
+from hvplug.conf import libvirt, target
 
 CONF = cfg.CONF
 
 libvirt.register_opts(CONF)
+target.register_opts(CONF)

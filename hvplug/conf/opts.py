@@ -1,8 +1,8 @@
 """Entry point of ``oslo-config-generator --namespace hvplug``."""
 
-from hvplug.conf import libvirt
+from hvplug.conf import libvirt, target
 
-_MODULES = (libvirt,)
+_MODULES = (libvirt, target)
 
 
 def list_opts():

@@ -1,0 +1,109 @@
+"""What hvplug remembers about each export, kept root-only on disk.
+
+An export record plays the part of Cinder's ``provider_location`` and
+``provider_auth`` columns: it is how ``ensure_export`` rebuilds a target
+after the target daemon restarted, and where the CHAP password lives.
+Records are JSON files, one per volume, mode 0600 in a 0700 directory,
+written atomically (temporary file, fsync, rename), so a crash never leaves
+a half-written record behind.
+"""
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from hvplug import exception
+
+_VOLUME_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_volume_id(volume_id: str) -> str:
+    """A volume id is a file-name-safe token (a UUID in Cinder)."""
+    if not isinstance(volume_id, str) or not _VOLUME_ID.match(volume_id):
+        raise exception.InvalidInput(
+            reason=f"volume id {volume_id!r} must be 1-128 letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit (a UUID works)")
+    return volume_id
+
+
+@dataclasses.dataclass
+class Export:
+    """One exported volume.
+
+    ``auth_password`` is a secret: ``public()`` is what may be shown.
+    """
+
+    volume_id: str
+    path: str
+    iqn: str
+    helper: str
+    portals: list[str]
+    lun: int = 1
+    tid: int | None = None
+    auth_method: str | None = "CHAP"
+    auth_username: str | None = None
+    auth_password: str | None = None
+    iser: bool = False
+    initiators: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return f"volume-{self.volume_id}"
+
+    def provider_location(self) -> str:
+        """Cinder's form: ``ip:port[;ip2:port],tid iqn lun``."""
+        return f"{';'.join(self.portals)},{self.tid} {self.iqn} {self.lun}"
+
+    def public(self, show_secrets: bool = False) -> dict:
+        """The record as a dict; the password masked unless asked for."""
+        record = dataclasses.asdict(self)
+        if not show_secrets and record["auth_password"]:
+            record["auth_password"] = "***"
+        record["provider_location"] = self.provider_location()
+        return record
+
+
+class ExportStore:
+    """Export records under one directory, one ``<volume_id>.json`` each."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+
+    def _path(self, volume_id: str) -> Path:
+        return self.directory / f"{check_volume_id(volume_id)}.json"
+
+    def _ensure_dir(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+
+    def save(self, export: Export) -> None:
+        self._ensure_dir()
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".export-")
+        try:
+            with os.fdopen(fd, "w") as f:  # mkstemp already made it 0600
+                json.dump(dataclasses.asdict(export), f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path(export.volume_id))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def load(self, volume_id: str) -> Export | None:
+        try:
+            text = self._path(volume_id).read_text()
+        except FileNotFoundError:
+            return None
+        return Export(**json.loads(text))
+
+    def remove(self, volume_id: str) -> None:
+        self._path(volume_id).unlink(missing_ok=True)
+
+    def all(self) -> list[Export]:
+        if not self.directory.is_dir():
+            return []
+        return [Export(**json.loads(p.read_text()))
+                for p in sorted(self.directory.glob("*.json"))]

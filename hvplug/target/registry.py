@@ -1,0 +1,36 @@
+"""``[target] iscsi_helper``: which helper class exports volumes.
+
+Helper modules are imported only when chosen, so LIO's rtslib-fb is not
+loaded on a host that runs tgt.
+"""
+
+import importlib
+import logging
+
+from hvplug.target.base import ISCSITarget
+
+LOG = logging.getLogger(__name__)
+
+HELPER_CLASSES = {
+    "tgtadm": "hvplug.target.tgt.TgtAdm",
+    "iseradm": "hvplug.target.tgt.TgtAdm",
+    "lioadm": "hvplug.target.lio.LioAdm",
+    "ietadm": "hvplug.target.iet.IetAdm",
+    "chiscsi": "hvplug.target.chiscsi.ChiscsiAdm",
+    "iscsictl": "hvplug.target.chiscsi.ChiscsiAdm",
+}
+
+
+def helper_class(name: str) -> type[ISCSITarget]:
+    module_name, _, class_name = HELPER_CLASSES[name].rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def target_from_conf(conf, helper: str | None = None, execute=None) -> ISCSITarget:
+    """The helper named by ``helper`` or ``conf.iscsi_helper``, ready to use."""
+    name = helper or conf.iscsi_helper
+    if name == "iseradm":
+        LOG.warning("iscsi_helper = iseradm is deprecated: set iscsi_helper = tgtadm "
+                    "and enable_iser = true (same behaviour)")
+        return helper_class(name)(conf, execute=execute, iser=True)
+    return helper_class(name)(conf, execute=execute)
