@@ -1,4 +1,4 @@
-"""hvplug: plug iSCSI volumes into libvirt/QEMU guests.
+"""hvplug: plug iSCSI volumes into libvirt/QEMU guests, and export them.
 
 Exit codes: 0 ok, 1 operation failed, 2 bad input.
 """
@@ -11,12 +11,12 @@ import sys
 from oslo_config import cfg
 
 from hvplug import exception
-from hvplug.cli import guest_volumes
+from hvplug.cli import guest_volumes, target_commands
 from hvplug.cli.context import Context
 from hvplug.conf import CONF
 from hvplug.conf.opts import list_opts
 
-COMMAND_GROUPS = (guest_volumes,)
+COMMAND_GROUPS = (guest_volumes, target_commands)
 
 
 def common_options(suppress: bool) -> argparse.ArgumentParser:
