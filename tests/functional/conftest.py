@@ -10,7 +10,6 @@ import contextlib
 import random
 import secrets
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +17,9 @@ from hvplug import templates
 from hvplug.target.tgtd_ipc import TgtdError, TgtdIPC
 from hvplug.virt.host import Host
 from tests import stack
-from tests.functional.helpers import LIBVIRT_URI
+from tests.functional.helpers import LIBVIRT_URI, QEMU_LOG_DIR
 
 IQN_PREFIX = "iqn.2010-10.org.openstack:volume-hvplug-test-"
-QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 
 def unique_hex() -> str:

@@ -19,6 +19,7 @@ CLI = [sys.executable, "-m", "hvplug.cli.main"]
 CLI_TIMEOUT = 120
 INITIATOR_FILE = Path("/etc/iscsi/initiatorname.iscsi")
 LIBVIRT_URI = "qemu:///system"
+QEMU_LOG_DIR = Path("/var/log/libvirt/qemu")
 
 
 def run_cli(*args: str, info=None, stdin: str | None = None) -> tuple[int, str, str]:
@@ -122,3 +123,24 @@ def dead_port() -> int:
 def usage_secret(host, usage_id: str):
     """The iSCSI secret with ``usage_id``, or None."""
     return host.find_secret("iscsi", usage_id)
+
+
+def qemu_io(domain: str, qdev: str, command: str, report: bool = True) -> str:
+    """Run qemu-io inside the guest's QEMU, on its drive ``qdev``; its report.
+
+    HMP ``qemu-io`` answers nothing on the monitor: qemu-io prints to QEMU's
+    stderr, which virtlogd appends to the domain's log.
+    """
+    log = QEMU_LOG_DIR / f"{domain}.log"
+    start = log.stat().st_size
+    out = virsh("qemu-monitor-command", domain, "--hmp", f'qemu-io -d {qdev} "{command}"')
+    assert not out.strip(), out  # e.g. "Error: Device ... not found"
+    if not report:  # e.g. flush, which prints nothing
+        return ""
+
+    def new_report():
+        text = log.read_bytes()[start:].decode(errors="replace")
+        return text if " ops; " in text else ""
+    text = wait_for(new_report)
+    assert text, f"no qemu-io report for {command!r} in {log}"
+    return text

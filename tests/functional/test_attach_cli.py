@@ -9,13 +9,13 @@ file.
 import pytest
 
 from hvplug.virt.volume.net import LibvirtNetVolumeDriver
-from tests.functional.conftest import QEMU_LOG_DIR
 from tests.functional.helpers import (
     attach,
     detach,
     disk_alias,
     domblklist,
     host_initiator,
+    qemu_io,
     run_cli,
     run_json,
     sessions,
@@ -76,27 +76,6 @@ def test_attach_detach_with_chap(host, make_guest, make_volume):
     assert wait_for(lambda: not sessions(volume.tid)), sessions(volume.tid)
 
 
-def _qemu_io(domain: str, qdev: str, command: str, report: bool = True) -> str:
-    """Run qemu-io inside the guest's QEMU, on its drive ``qdev``; its report.
-
-    HMP ``qemu-io`` answers nothing on the monitor: qemu-io prints to QEMU's
-    stderr, which virtlogd appends to the domain's log.
-    """
-    log = QEMU_LOG_DIR / f"{domain}.log"
-    start = log.stat().st_size
-    out = virsh("qemu-monitor-command", domain, "--hmp", f'qemu-io -d {qdev} "{command}"')
-    assert not out.strip(), out  # e.g. "Error: Device ... not found"
-    if not report:  # e.g. flush, which prints nothing
-        return ""
-
-    def new_report():
-        text = log.read_bytes()[start:].decode(errors="replace")
-        return text if " ops; " in text else ""
-    text = wait_for(new_report)
-    assert text, f"no qemu-io report for {command!r} in {log}"
-    return text
-
-
 def test_data_path_reaches_the_backing_file(host, make_guest, make_volume):
     """QEMU writes through its iSCSI session; the bytes land in tgtd's file."""
     domain, volume = make_guest(), make_volume(size_mib=16)
@@ -105,9 +84,9 @@ def test_data_path_reaches_the_backing_file(host, make_guest, make_volume):
     # disk's <alias>), so QEMU's libiscsi session carries the I/O.
     qdev = disk_alias(host.domain_xml(domain), dev)
     offset, length = 3 << 20, 1 << 20
-    report = _qemu_io(domain, qdev, f"write -P 0x5a {offset} {length}")
+    report = qemu_io(domain, qdev, f"write -P 0x5a {offset} {length}")
     assert f"wrote {length}/{length} bytes at offset {offset}" in report, report
-    _qemu_io(domain, qdev, "flush", report=False)
+    qemu_io(domain, qdev, "flush", report=False)
 
     with open(volume.path, "rb") as backing:
         backing.seek(offset - 512)
@@ -120,10 +99,10 @@ def test_data_path_reaches_the_backing_file(host, make_guest, make_volume):
     with open(volume.path, "r+b") as backing:
         backing.seek(8 << 20)
         backing.write(b"\xa5" * 65536)
-    report = _qemu_io(domain, qdev, f"read -P 0xa5 {8 << 20} 65536")
+    report = qemu_io(domain, qdev, f"read -P 0xa5 {8 << 20} 65536")
     assert "Pattern verification failed" not in report, report
     assert f"read 65536/65536 bytes at offset {8 << 20}" in report, report
-    report = _qemu_io(domain, qdev, f"read -P 0xa5 {offset} 4096")
+    report = qemu_io(domain, qdev, f"read -P 0xa5 {offset} 4096")
     assert "Pattern verification failed" in report, report  # the check can fail
     detach(domain, volume)
 
