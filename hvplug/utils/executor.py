@@ -22,7 +22,7 @@ def execute(*cmd: str, check_exit_code: tuple[int, ...] = (0,), timeout: float =
     An exit code outside ``check_exit_code`` raises ProcessExecutionError;
     so does a missing program or a run longer than ``timeout`` seconds.
     """
-    LOG.debug("running %s", " ".join(cmd))
+    LOG.debug("running %s", redact(" ".join(cmd), list(secrets)))
     try:
         result = subprocess.run(cmd, input=input, capture_output=True, text=True,
                                 timeout=timeout, check=False)
