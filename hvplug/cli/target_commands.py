@@ -45,7 +45,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     create.add_argument("--helper", choices=HELPERS,
                         help="target helper (default: [target] iscsi_helper)")
     create.add_argument("--initiator", metavar="IQN",
-                        help="initiator to admit (default: none named; CHAP still applies)")
+                        help="initiator to admit. lioadm needs one (its ACLs admit named "
+                        "initiators only); tgt, IET and chiscsi admit any that knows CHAP")
     create.set_defaults(func=cmd_create_export)
 
     remove = sub.add_parser("remove-export", parents=[common], help="remove an export")

@@ -110,7 +110,9 @@ class ISCSITarget(Target):
         return "iser" if self.iser else "iscsi"
 
     def iqn(self, volume_id: str) -> str:
-        return f"{self.conf.iscsi_target_prefix}volume-{volume_id}"
+        """Prefix + ``volume-<id>``, lower-cased: iSCSI names compare without
+        case, and LIO and chiscsi store them lower-cased."""
+        return f"{self.conf.iscsi_target_prefix}volume-{volume_id}".lower()
 
     def portals(self) -> list[str]:
         """``ip:port`` of every address, IPv6 bracketed, primary first."""

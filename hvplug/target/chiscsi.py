@@ -53,11 +53,6 @@ class ChiscsiAdm(ISCSITarget):
     helper_name = "chiscsi"
     supports_iser = False
 
-    def iqn(self, volume_id: str) -> str:
-        # iscsictl lower-cases TargetName when it reads the file (RFC 3722) and
-        # then looks up target= exactly: hand out the name it will serve.
-        return super().iqn(volume_id).lower()
-
     def new_export(self, volume_id: str, path: str) -> Export:
         export = super().new_export(volume_id, path)
         export.lun = LUN  # the first TargetDevice is LUN 0 (Cinder's CxtAdm used 0)

@@ -17,15 +17,17 @@ from pathlib import Path
 
 from hvplug import exception
 
-_VOLUME_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# What an IQN may carry (RFC 3720/3722: letters, digits, '-', '.', ':';
+# compared case-insensitively), minus ':' so the id stays a file name.
+_VOLUME_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,127}$")
 
 
 def check_volume_id(volume_id: str) -> str:
     """A volume id is a file-name-safe token (a UUID in Cinder)."""
     if not isinstance(volume_id, str) or not _VOLUME_ID.match(volume_id):
         raise exception.InvalidInput(
-            reason=f"volume id {volume_id!r} must be 1-128 letters, digits, '.', "
-            "'_' or '-', starting with a letter or digit (a UUID works)")
+            reason=f"volume id {volume_id!r} must be 1-128 letters, digits, '.' "
+            "or '-', starting with a letter or digit (a UUID works)")
     return volume_id
 
 
