@@ -27,7 +27,7 @@ from pathlib import Path
 from hvplug import exception, templates
 from hvplug.target.base import ISCSITarget
 from hvplug.target.export import Export
-from hvplug.target.iet import has_chap, write_private_file
+from hvplug.utils import fileutils
 from hvplug.utils.masking import redact
 
 LOG = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class ChiscsiAdm(ISCSITarget):
         started = False
         try:
             path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            write_private_file(path, text)
+            fileutils.write_private_file(path, text)
             self._iscsictl(export, "-S", f"target={export.iqn}", "-f", str(path),
                            "-x", self.conf.chiscsi_conf)
             started = True
@@ -116,7 +116,7 @@ class ChiscsiAdm(ISCSITarget):
         """The target file for ``export`` (no CHAP lines when it has no CHAP)."""
         self._check_values(export)
         auth = ""
-        if has_chap(export):
+        if export.has_chap:
             auth = ("        AuthMethod=CHAP\n        Auth_CHAP_Policy=Oneway\n"
                     f'        Auth_CHAP_Initiator="{export.auth_username}":'
                     f'"{export.auth_password}"')
@@ -158,7 +158,7 @@ class ChiscsiAdm(ISCSITarget):
             if previous is None:
                 path.unlink(missing_ok=True)
             else:
-                write_private_file(path, previous)
+                fileutils.write_private_file(path, previous)
         except OSError as e:
             LOG.warning("could not restore %s: %s", path, e.strerror)
 
@@ -167,7 +167,7 @@ class ChiscsiAdm(ISCSITarget):
         """iscsictl cuts lines at '#' and CHAP values at '"'."""
         values = {"path": export.path, **({"username": export.auth_username,
                                           "password": export.auth_password}
-                                         if has_chap(export) else {})}
+                                         if export.has_chap else {})}
         for name, value in values.items():
             if not value or any(c in value for c in '#"\n\r'):
                 shown = value if name != "password" else "***"

@@ -12,10 +12,10 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from hvplug import exception
+from hvplug.utils import fileutils
 
 # What an IQN may carry (RFC 3720/3722: letters, digits, '-', '.', ':';
 # compared case-insensitively), minus ':' so the id stays a file name.
@@ -52,6 +52,10 @@ class Export:
     initiators: list[str] = dataclasses.field(default_factory=list)
 
     @property
+    def has_chap(self) -> bool:
+        return self.auth_method == "CHAP" and bool(self.auth_username and self.auth_password)
+
+    @property
     def name(self) -> str:
         return f"volume-{self.volume_id}"
 
@@ -77,22 +81,10 @@ class ExportStore:
     def _path(self, volume_id: str) -> Path:
         return self.directory / f"{check_volume_id(volume_id)}.json"
 
-    def _ensure_dir(self) -> None:
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
-
     def save(self, export: Export) -> None:
-        self._ensure_dir()
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".export-")
-        try:
-            with os.fdopen(fd, "w") as f:  # mkstemp already made it 0600
-                json.dump(dataclasses.asdict(export), f, indent=1, sort_keys=True)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self._path(export.volume_id))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        fileutils.private_dir(self.directory)
+        text = json.dumps(dataclasses.asdict(export), indent=1, sort_keys=True)
+        fileutils.write_private_file(self._path(export.volume_id), text)
 
     def load(self, volume_id: str) -> Export | None:
         try:

@@ -20,14 +20,11 @@ only when it starts, so each export is also written there as one block::
         Lun 0 Path=/srv/volumes/4f1c.img,Type=fileio
 """
 
-import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import re
 import stat
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +32,7 @@ from pathlib import Path
 from hvplug import exception
 from hvplug.target.base import ISCSITarget
 from hvplug.target.export import Export
+from hvplug.utils import fileutils
 from hvplug.utils.masking import redact
 
 LOG = logging.getLogger(__name__)
@@ -92,25 +90,6 @@ def parse_sessions(text: str) -> dict[int, list[tuple[int, int]]]:
         elif tid is not None and sid is not None and (m := _CID_LINE.match(line)):
             sessions[tid].append((sid, int(m[1])))
     return sessions
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (temp file, fsync, rename), mode 0600."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:  # mkstemp made it 0600
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _is_target_line(line: str) -> bool:
@@ -249,7 +228,7 @@ class IetAdm(ISCSITarget):
         return True
 
     def _add_account(self, tid: int, export: Export) -> bool:
-        if not has_chap(export):
+        if not export.has_chap:
             return False
         # ietadm takes a CHAP password only inside --params: IET has no stdin or
         # file input for accounts, so the password is on ietadm's argv (visible
@@ -288,7 +267,7 @@ class IetAdm(ISCSITarget):
     # -- ietd.conf -----------------------------------------------------------
     def _block(self, export: Export) -> str:
         lines = [f"Target {export.iqn}"]
-        if has_chap(export):
+        if export.has_chap:
             lines.append(f"    IncomingUser {export.auth_username} {export.auth_password}")
         lines.append(f"    Lun {LUN} Path={export.path},Type={self._iotype(export.path)}")
         return "\n".join(lines) + "\n"
@@ -298,11 +277,11 @@ class IetAdm(ISCSITarget):
         if block is None and not path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _flocked(path.parent):
+        with fileutils.locked(path.parent):
             old = _read(path)
             new = set_block(old, iqn, block)
             if new != old:
-                write_private_file(path, new)
+                fileutils.write_private_file(path, new)
 
     # -- helpers -------------------------------------------------------------
     def _ietadm(self, *args: str, tolerate: tuple[int, ...] = (),
@@ -330,7 +309,7 @@ class IetAdm(ISCSITarget):
     def _check_values(self, export: Export) -> None:
         """ietd.conf splits on blanks and ietadm's --params on commas."""
         values = {"path": export.path}
-        if has_chap(export):
+        if export.has_chap:
             values.update(username=export.auth_username, password=export.auth_password)
         for name, value in values.items():
             if not value or any(c.isspace() or c == "," for c in value):
@@ -352,12 +331,6 @@ class IetAdm(ISCSITarget):
                                      reason=redact(reason, [export.auth_password or ""]))
 
 
-def has_chap(export: Export) -> bool:
-    """Whether ``export`` has a complete CHAP account (else: no account lines at all)."""
-    return export.auth_method == "CHAP" and bool(export.auth_username) \
-        and bool(export.auth_password)
-
-
 def _read(path) -> str:
     try:
         return Path(path).read_text()
@@ -365,12 +338,3 @@ def _read(path) -> str:
         return ""
 
 
-@contextlib.contextmanager
-def _flocked(directory: Path):
-    """Hold an exclusive flock on ``directory`` (other hvplug processes wait)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)

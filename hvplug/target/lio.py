@@ -15,17 +15,15 @@ never loads it.  doc/lio.md has the details and how to check a real host.
 """
 
 import contextlib
-import fcntl
 import logging
 import os
 import stat
-import threading
 from pathlib import Path
 
 from hvplug import exception
 from hvplug.target.base import ISCSITarget
 from hvplug.target.export import Export
-from hvplug.utils import masking, portals
+from hvplug.utils import fileutils, masking, portals
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +36,6 @@ _UNSAFE_PATH_CHARS = ",: \t\n"
 _IQN_TYPES = ("iqn", "naa", "eui")
 # rtslib's configfs access is not safe against concurrent changes: threads
 # take this lock, processes the file lock beside the export records.
-_LOCK = threading.Lock()
 
 
 def _rtslib():
@@ -260,7 +257,8 @@ class LioAdm(ISCSITarget):
     def _configfs(self, export: Export, action: str, restore: bool = True):
         """rtslib and its root under the locks; rtslib errors become TargetError."""
         rtslib = _rtslib()
-        with _LOCK, self._file_lock():
+        # configfs access races (rtslib): one writer per host at a time.
+        with fileutils.locked(Path(self.conf.exports_dir) / ".lioadm.lock"):
             try:
                 root = rtslib.RTSRoot()
             except rtslib.RTSLibError as e:
@@ -277,17 +275,6 @@ class LioAdm(ISCSITarget):
                 raise exception.TargetError(
                     helper=self.helper_name, action=action, iqn=export.iqn,
                     reason=masking.redact(str(e), [export.auth_password])) from e
-
-    @contextlib.contextmanager
-    def _file_lock(self):
-        directory = Path(self.conf.exports_dir)
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(directory / ".lioadm.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def _save(self, root) -> None:
         """The whole LIO configuration to ``lio_saveconfig``, mode 0600."""
