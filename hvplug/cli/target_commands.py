@@ -100,7 +100,6 @@ def cmd_create_export(args, ctx) -> int:
     export = target.create_export(args.volume_id, str(Path(args.path).resolve()))
     connector = {"initiator": args.initiator} if args.initiator else {}
     info = target.initialize_connection(export.volume_id, connector)
-    info["serial"] = export.volume_id
     ctx.output(info, json.dumps(info, indent=2))
     return exception.EXIT_OK
 

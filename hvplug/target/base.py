@@ -22,7 +22,7 @@ import string
 
 from hvplug import exception
 from hvplug.target.export import Export, ExportStore, check_volume_id
-from hvplug.utils import executor, portals
+from hvplug.utils import executor, fileutils, portals
 
 LOG = logging.getLogger(__name__)
 
@@ -135,6 +135,12 @@ class ISCSITarget(Target):
 
     def create_export(self, volume_id: str, path: str) -> Export:
         check_volume_id(volume_id)
+        # Record and target change together: two creates of one volume must
+        # not interleave (the helpers' own locks cover only their daemon).
+        with fileutils.locked(fileutils.private_dir(self.store.directory)):
+            return self._create_export(volume_id, path)
+
+    def _create_export(self, volume_id: str, path: str) -> Export:
         export = self.store.load(volume_id)
         if export is not None and export.path != path:
             raise exception.InvalidInput(
@@ -163,11 +169,13 @@ class ISCSITarget(Target):
                 if e.helper == self.helper_name]
 
     def remove_export(self, volume_id: str) -> None:
-        export = self.store.load(check_volume_id(volume_id))
-        if export is None:
-            raise exception.ExportNotFound(volume_id=volume_id)
-        self._target_remove(export)
-        self.store.remove(volume_id)
+        check_volume_id(volume_id)
+        with fileutils.locked(fileutils.private_dir(self.store.directory)):
+            export = self.store.load(volume_id)
+            if export is None:
+                raise exception.ExportNotFound(volume_id=volume_id)
+            self._target_remove(export)
+            self.store.remove(volume_id)
 
     def initialize_connection(self, volume_id: str, connector: dict | None = None) -> dict:
         connector = connector or {}
@@ -178,7 +186,8 @@ class ISCSITarget(Target):
             export.initiators.append(initiator)
             self.store.save(export)
         return {"driver_volume_type": self.driver_volume_type,
-                "data": self.connection_data(export, bool(connector.get("multipath")))}
+                "data": self.connection_data(export, bool(connector.get("multipath"))),
+                "serial": export.volume_id}
 
     def connection_data(self, export: Export, multipath: bool = False) -> dict:
         data = {"target_discovered": False, "target_portal": export.portals[0],

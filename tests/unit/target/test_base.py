@@ -53,7 +53,8 @@ def test_connection_info_shape(target):
         "target_discovered": False, "target_portal": "127.0.0.1:3260",
         "target_iqn": export.iqn, "target_lun": 1, "volume_id": "vol-1",
         "encrypted": False, "access_mode": "rw", "auth_method": "CHAP",
-        "auth_username": export.auth_username, "auth_password": export.auth_password}}
+        "auth_username": export.auth_username, "auth_password": export.auth_password},
+        "serial": "vol-1"}
     assert fakehelper.DAEMON[export.iqn]["acl"] == ["iqn.1993-08.org.debian:01:x"]
     assert target.export("vol-1").initiators == ["iqn.1993-08.org.debian:01:x"]
     target.terminate_connection("vol-1", {"initiator": "iqn.1993-08.org.debian:01:x"})
