@@ -57,6 +57,10 @@ target_opts = [
         help="IET and chiscsi LUN type; 'auto' picks blockio for block "
         "devices and fileio for files."),
     cfg.StrOpt(
+        "tgtd_socket", default="/var/run/tgtd/socket.0",
+        help="tgtd's management socket (/var/run/tgtd/socket.<port> for a "
+        "tgtd started with -C <port>)."),
+    cfg.StrOpt(
         "iet_conf", default="/etc/iet/ietd.conf",
         help="IET's persisted configuration file."),
     cfg.StrOpt(

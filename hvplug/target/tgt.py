@@ -78,11 +78,11 @@ class TgtAdm(ISCSITarget):
     supports_iser = True
 
     def __init__(self, conf, execute=None, store=None, iser: bool | None = None,
-                 socket_path: str = tgtd_ipc.DEFAULT_SOCKET):
+                 socket_path: str | None = None):
         super().__init__(conf, execute=execute, store=store, iser=iser)
-        self.socket_path = socket_path
+        self.socket_path = socket_path or conf.tgtd_socket
         self.volumes_dir = Path(conf.volumes_dir)
-        self.tgtd = TgtdIPC(socket_path)  # lld iscsi: listings and accounts
+        self.tgtd = TgtdIPC(self.socket_path)  # lld iscsi: listings and accounts
 
     # -- the persisted stanza ------------------------------------------------
     def stanza_path(self, export: Export) -> Path:

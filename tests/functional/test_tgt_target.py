@@ -13,11 +13,13 @@ CHAP password in a 0600 file passed as a secret object, never in argv.
 
 import contextlib
 import ctypes
+import json
 import os
 import random
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -380,8 +382,18 @@ def test_kill9_restart_then_ensure_exports_brings_all_back(private, daemon, dirs
     ipc = TgtdIPC(private.socket_path)
     assert ipc.list_targets() == {} and ipc.list_accounts() == []
 
-    restored = private.ensure_exports()
-    assert sorted(e.volume_id for e in restored) == sorted(e.volume_id for e in exports)
+    # The operator's way back: the CLI, pointed at this tgtd and these records.
+    conf = tmp_path / "restore.conf"
+    conf.write_text(f"[target]\ntgtd_socket = {private.socket_path}\n"
+                    f"volumes_dir = {dirs[0]}\nexports_dir = {dirs[1]}\n"
+                    f"iscsi_port = {daemon.portal_port}\n")
+    result = subprocess.run([sys.executable, "-m", "hvplug.cli.main", "--config-file",
+                             str(conf), "target", "ensure-exports", "--json"],
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    restored_ids = [row["volume_id"] for row in json.loads(result.stdout)["exports"]]
+    assert sorted(restored_ids) == sorted(e.volume_id for e in exports)
+    restored = private.ensure_exports()  # all there now: nothing re-created
     for n, export in enumerate(exports):
         info = live_target(private.socket_path, export.iqn)
         assert info.luns[1].backing_store == export.path
@@ -394,7 +406,7 @@ def test_kill9_restart_then_ensure_exports_brings_all_back(private, daemon, dirs
         result = qemu(["qemu-img", "info"], data, tmp_path, password="wrong")
         assert "Authentication failure" in result.stderr
 
-    assert private.ensure_exports() == restored  # all there: nothing re-created
+    assert sorted(e.volume_id for e in restored) == sorted(restored_ids)
     for export in exports:
         private.remove_export(export.volume_id)
     assert ipc.list_targets() == {} and ipc.list_accounts() == []
