@@ -64,6 +64,36 @@ libvirt_opts = [
         help="Seconds to wait for a TCP connection to each portal of "
         "target_portals; the first portal that accepts one is used.",
     ),
+    cfg.StrOpt(
+        "iscsi_iface",
+        deprecated_name="iscsi_transport",
+        help="open-iscsi iface that host-attached iSCSI sessions use "
+        "(e.g. 'cxgb4i.00:07:43:28:b2:58' for a Chelsio offload port, "
+        "'iser' for RDMA); empty means 'default' (software TCP). The old "
+        "name iscsi_transport is deprecated."),
+    cfg.BoolOpt(
+        "iscsi_iface_fallback", default=True,
+        help="When iscsi_iface cannot be used (no record, missing "
+        "hardware), log one warning naming why and use 'default'; when "
+        "false the attach fails with that reason."),
+    cfg.BoolOpt(
+        "iscsi_use_multipath", default=False,
+        help="Log in to every portal of target_portals and attach the "
+        "multipath device (host-attached iSCSI)."),
+    cfg.BoolOpt(
+        "iser_use_multipath", default=False,
+        help="iscsi_use_multipath for the iSER volume driver."),
+    cfg.IntOpt(
+        "num_iscsi_scan_tries", default=5, min=1,
+        help="How many times to rescan for a host-attached iSCSI LUN's "
+        "device before giving up (waits grow between tries)."),
+    cfg.IntOpt(
+        "num_iser_scan_tries", default=5, min=1,
+        help="num_iscsi_scan_tries for the iSER volume driver."),
+    cfg.FloatOpt(
+        "iscsi_login_timeout", default=30.0, min=1.0,
+        help="Seconds one iscsiadm discovery or login may take before it is "
+        "abandoned (a stuck offload login must not hang the attach)."),
     cfg.FloatOpt(
         "device_detach_timeout",
         default=30.0,
