@@ -210,3 +210,88 @@ class IserUnavailable(HvplugError):
 
 class TargetError(HvplugError):
     msg_fmt = "%(helper)s could not %(action)s target %(iqn)s: %(reason)s"
+
+
+class IfaceHardwareNotFound(HvplugError):
+    msg_fmt = (
+        "No %(transport)s hardware for %(hwaddress)s on this host: "
+        "%(reason)s. Check the address against 'iscsiadm -m host -P 1' and "
+        "'ip link', load the adapter's driver, or use another iface "
+        "([libvirt] iscsi_iface)."
+    )
+
+
+class IfaceNotFound(HvplugError):
+    msg_fmt = (
+        "No open-iscsi iface record '%(name)s'. List the records with "
+        "'hvplug iface list'; create one with 'hvplug iface create'."
+    )
+
+
+class IfaceConflict(HvplugError):
+    msg_fmt = (
+        "The iface record '%(name)s' already exists with %(difference)s. "
+        "Delete it first ('hvplug iface delete %(name)s') or choose another "
+        "name."
+    )
+
+
+class IfaceCommandFailed(HvplugError):
+    msg_fmt = "iscsiadm could not %(action)s iface record '%(name)s': %(reason)s"
+
+
+class ProcessTimeout(ProcessExecutionError):
+    """A command that gave no answer within its timeout."""
+
+    msg_fmt = "%(cmd)s gave no answer within %(timeout)s s"
+
+
+class IfaceUnusable(HvplugError):
+    msg_fmt = (
+        "open-iscsi iface '%(iface)s' cannot be used: %(reason)s. Fix the "
+        "iface ('hvplug iface show %(iface)s'), set [libvirt] iscsi_iface to "
+        "one that works, or set iscsi_iface_fallback = true to fall back to "
+        "'default' (software TCP). Nothing was changed."
+    )
+
+
+class ISCSIDiscoveryFailed(HvplugError):
+    msg_fmt = (
+        "iSCSI discovery at %(portal)s through iface '%(iface)s' failed: "
+        "%(reason)s. Check the portal address, the target and the network "
+        "path of that iface."
+    )
+
+
+class ISCSILoginFailed(HvplugError):
+    msg_fmt = (
+        "iSCSI login to %(iqn)s at %(portal)s through iface '%(iface)s' "
+        "failed: %(reason)s. Its session and node record were removed."
+    )
+
+
+class ISCSILoginTimeout(HvplugError):
+    msg_fmt = (
+        "iSCSI login to %(iqn)s at %(portal)s through iface '%(iface)s' gave "
+        "no answer within %(timeout)s s; its session and node record were "
+        "removed. Check the target and the path of that iface (an offload "
+        "port needs its own IP setup), or raise [libvirt] iscsi_login_timeout."
+    )
+
+
+class ISCSIDeviceNotFound(HvplugError):
+    msg_fmt = (
+        "No block device appeared for LUN %(lun)s of %(iqn)s at %(portal)s "
+        "after %(tries)s scans (looked for %(pattern)s). Check that the "
+        "target maps that LUN to this initiator, or raise [libvirt] "
+        "num_iscsi_scan_tries. A session opened for it was logged out and its "
+        "node record removed."
+    )
+
+
+class NodeRecordNotFound(HvplugError):
+    msg_fmt = (
+        "No open-iscsi node record for %(iqn)s at %(portal)s with iface "
+        "'%(iface)s' under %(nodes_dir)s, so its CHAP settings cannot be "
+        "written."
+    )

@@ -10,6 +10,7 @@ libvirt_group = cfg.OptGroup(
 
 DEFAULT_VOLUME_DRIVERS = [
     "iscsi=hvplug.virt.volume.net.LibvirtNetVolumeDriver",
+    "iser=hvplug.virt.volume.iser.LibvirtISERVolumeDriver",
 ]
 
 libvirt_opts = [

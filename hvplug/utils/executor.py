@@ -30,8 +30,9 @@ def execute(*cmd: str, check_exit_code: tuple[int, ...] = (0,), timeout: float =
         raise exception.ProcessExecutionError(
             cmd=cmd[0], status="-", stderr="program not found; is it installed?") from None
     except subprocess.TimeoutExpired:
-        raise exception.ProcessExecutionError(
-            cmd=cmd[0], status="-", stderr=f"no answer within {timeout} s") from None
+        raise exception.ProcessTimeout(
+            cmd=cmd[0], status="-", stderr=f"no answer within {timeout} s",
+            timeout=timeout) from None
     if result.returncode not in check_exit_code:
         raise exception.ProcessExecutionError(
             cmd=" ".join(cmd[:2]), status=result.returncode,

@@ -192,14 +192,18 @@ class Host:
         """The size of disk ``dev`` as QEMU sees it, in bytes."""
         return self.domain_call(name, lambda dom: dom.blockInfo(dev)[0])
 
-    def domains_using_secret(self, uuid: str) -> list[str]:
-        """Names of domains whose live or persistent XML references secret ``uuid``."""
-        def scan(conn) -> list[str]:
-            return [dom.name() for dom in conn.listAllDomains(0)
-                    if self._domain_references(dom, uuid)]
+    def domain_xmls(self) -> dict[str, list[str]]:
+        """Every domain's live XML, and its persistent XML when it has one."""
+        def scan(conn) -> dict[str, list[str]]:
+            found = {}
+            for dom in conn.listAllDomains(0):
+                xmls = self._xmls_of(dom)
+                if xmls:
+                    found[dom.name()] = xmls
+            return found
         return self.call(scan)
 
-    def _domain_references(self, dom, uuid: str) -> bool:
+    def _xmls_of(self, dom) -> list[str]:
         try:
             xmls = [dom.XMLDesc(0)]
             if dom.isActive() and dom.isPersistent():
@@ -207,9 +211,14 @@ class Host:
         except self.libvirt.libvirtError as exc:
             # A domain that vanished since the listing no longer uses anything.
             if self.is_code(exc, "VIR_ERR_NO_DOMAIN"):
-                return False
+                return []
             raise
-        return any(_references_secret(xml, uuid) for xml in xmls)
+        return xmls
+
+    def domains_using_secret(self, uuid: str) -> list[str]:
+        """Names of domains whose live or persistent XML references secret ``uuid``."""
+        return [name for name, xmls in self.domain_xmls().items()
+                if any(_references_secret(xml, uuid) for xml in xmls)]
 
     # -- secrets ----------------------------------------------------------
     def _usage_code(self, usage_type: str) -> int:

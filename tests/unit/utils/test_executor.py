@@ -31,6 +31,6 @@ def test_missing_program_and_timeout():
     with pytest.raises(exception.ProcessExecutionError) as err:
         real_execute("/nonexistent/hvplug-tool")
     assert "program not found" in str(err.value)
-    with pytest.raises(exception.ProcessExecutionError) as err:
+    with pytest.raises(exception.ProcessTimeout) as err:
         real_execute(sys.executable, "-c", "import time; time.sleep(5)", timeout=0.2)
     assert "no answer within 0.2 s" in str(err.value)

@@ -25,7 +25,9 @@ def test_configured_entries_add_and_override_types(config_fixture):
     config_fixture.config(group="libvirt", volume_drivers=[
         f"custom={__name__}.CustomDriver", f" iscsi = {__name__}.CustomDriver "])
     reg = registry.VolumeDriverRegistry(host=None)
-    assert reg.classes == {"iscsi": CustomDriver, "custom": CustomDriver}
+    from hvplug.virt.volume.iser import LibvirtISERVolumeDriver
+    assert reg.classes == {"iscsi": CustomDriver, "iser": LibvirtISERVolumeDriver,
+                           "custom": CustomDriver}
 
 
 @pytest.mark.parametrize("entry, reason", [
@@ -49,4 +51,4 @@ def test_unknown_type_is_volume_driver_not_found():
     reg = registry.VolumeDriverRegistry(host=None, entries=[])
     with pytest.raises(exception.VolumeDriverNotFound) as err:
         reg.driver_for({"driver_volume_type": "nfs", "data": {}})
-    assert "'nfs'" in str(err.value) and "known: iscsi" in str(err.value)
+    assert "'nfs'" in str(err.value) and "known: iscsi, iser" in str(err.value)
