@@ -1,0 +1,1 @@
+"""Moving image data onto and off volumes."""
