@@ -295,3 +295,89 @@ class NodeRecordNotFound(HvplugError):
         "'%(iface)s' under %(nodes_dir)s, so its CHAP settings cannot be "
         "written."
     )
+
+
+class BackendNotFound(InvalidInput):
+    msg_fmt = (
+        "No volume backend '%(backend)s' is enabled (known: %(known)s). Name "
+        "it in [DEFAULT] enabled_backends and give it a section [%(backend)s] "
+        "with volume_driver and its options."
+    )
+
+
+class InvalidBackendDriver(InvalidInput):
+    msg_fmt = (
+        "Bad volume_driver '%(path)s' of backend '%(backend)s': %(reason)s. "
+        "Use e.g. hvplug.drivers.xio.iscsi.XIOISCSIDriver."
+    )
+
+
+class ISEConnectionFailed(HvplugError):
+    msg_fmt = (
+        "Cannot reach the ISE REST interface: %(reason)s (tried %(tries)s "
+        "times on each of %(controllers)s). Check san_ip, san_api_port, "
+        "driver_use_ssl and the network; ise_connection_retries and "
+        "ise_retry_interval set the retries."
+    )
+
+
+class ISERequestFailed(HvplugError):
+    msg_fmt = "The ISE refused %(method)s %(path)s: HTTP %(status)s %(reason)s"
+
+
+class ISEAuthFailed(ISERequestFailed):
+    msg_fmt = (
+        "The ISE refused the credentials of user '%(login)s' (HTTP 401). "
+        "Check san_login and san_password."
+    )
+
+
+class ISETimeout(HvplugError):
+    msg_fmt = (
+        "The ISE did not %(action)s within %(tries)s polls (%(state)s). Raise "
+        "ise_completion_retries or check the array."
+    )
+
+
+class ISEUnsupported(HvplugError):
+    msg_fmt = "This ISE cannot serve hvplug: %(reason)s."
+
+
+class ISEVolumeNotFound(HvplugError):
+    msg_fmt = "No volume '%(name)s' on the ISE."
+
+
+class ISEVolumeExists(InvalidInput):
+    msg_fmt = "A volume '%(name)s' already exists on the ISE; choose another name."
+
+
+class ISEConfigError(InvalidInput):
+    msg_fmt = "Backend '%(backend)s' is misconfigured: %(reason)s."
+
+
+class FibreChannelNoHBA(HvplugError):
+    msg_fmt = (
+        "No Fibre Channel HBA on this host (nothing under %(fc_host_dir)s), so "
+        "LUN %(lun)s of %(wwns)s cannot be reached. Load the HBA's driver "
+        "(e.g. 'modprobe qla2xxx' or 'modprobe lpfc'), check that its ports "
+        "are listed in %(fc_host_dir)s, and give the array this host's WWPNs."
+    )
+
+
+class FibreChannelDeviceNotFound(HvplugError):
+    msg_fmt = (
+        "No block device appeared for LUN %(lun)s of %(wwns)s: %(reason)s. "
+        "Check the zoning between this host's WWPNs (%(wwpns)s) and those "
+        "target ports, and that the array maps the LUN to them."
+    )
+
+
+class FibreChannelFailed(HvplugError):
+    msg_fmt = "os-brick's Fibre Channel connector could not %(action)s: %(reason)s"
+
+
+class OsBrickMissing(HvplugError):
+    msg_fmt = (
+        "Fibre Channel volumes need os-brick, which is not installed "
+        "(%(reason)s). Install it: pip install 'hvplug[fc]' (or os-brick)."
+    )

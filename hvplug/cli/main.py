@@ -11,12 +11,12 @@ import sys
 from oslo_config import cfg
 
 from hvplug import exception
-from hvplug.cli import guest_volumes, iface_commands, target_commands
+from hvplug.cli import guest_volumes, iface_commands, target_commands, volume_commands
 from hvplug.cli.context import Context
 from hvplug.conf import CONF
 from hvplug.conf.opts import list_opts
 
-COMMAND_GROUPS = (guest_volumes, target_commands, iface_commands)
+COMMAND_GROUPS = (guest_volumes, target_commands, iface_commands, volume_commands)
 
 
 def common_options(suppress: bool) -> argparse.ArgumentParser:

@@ -11,6 +11,7 @@ libvirt_group = cfg.OptGroup(
 DEFAULT_VOLUME_DRIVERS = [
     "iscsi=hvplug.virt.volume.net.LibvirtNetVolumeDriver",
     "iser=hvplug.virt.volume.iser.LibvirtISERVolumeDriver",
+    "fibre_channel=hvplug.virt.volume.fibre_channel.LibvirtFibreChannelVolumeDriver",
 ]
 
 libvirt_opts = [
@@ -91,6 +92,13 @@ libvirt_opts = [
     cfg.IntOpt(
         "num_iser_scan_tries", default=5, min=1,
         help="num_iscsi_scan_tries for the iSER volume driver."),
+    cfg.BoolOpt(
+        "fc_use_multipath", default=False,
+        help="Attach Fibre Channel volumes through their multipath device."),
+    cfg.IntOpt(
+        "num_fc_scan_tries", default=3, min=1,
+        help="How many times to rescan the FC HBAs for a LUN's device before "
+        "giving up."),
     cfg.FloatOpt(
         "iscsi_login_timeout", default=30.0, min=1.0,
         help="Seconds one iscsiadm discovery or login may take before it is "

@@ -1,8 +1,8 @@
 """Entry point of ``oslo-config-generator --namespace hvplug``."""
 
-from hvplug.conf import libvirt, target
+from hvplug.conf import backends, libvirt, target
 
-_MODULES = (libvirt, target)
+_MODULES = (libvirt, target, backends)
 
 
 def list_opts():

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hvplug import exception
-from hvplug.utils.masking import redact
+from hvplug.utils import executor
 from hvplug.virt.volume.net import chap_credentials, initiator_name, iscsi_targets
 
 LOG = logging.getLogger(__name__)
@@ -46,15 +46,18 @@ def _password_file(password: str | None) -> Iterator[Path | None]:
         yield path
 
 
-def image_opts(data: dict, secret_id: str | None) -> str:
-    """qemu's ``driver=iscsi,...`` option string for the volume in ``data``."""
+def image_opts(data: dict, secret_id: str | None, initiator: str | None = None) -> str:
+    """qemu's ``driver=iscsi,...`` option string for the volume in ``data``.
+
+    ``initiator`` defaults to this host's IQN (``[libvirt]`` / open-iscsi).
+    """
     target = iscsi_targets(data)[0]
     opts = [f"driver=iscsi,transport=tcp,portal={target.portal}",
-            f"target={target.iqn}", f"lun={target.lun}",
-            f"initiator-name={initiator_name()}"]
+            f"target={_escape(target.iqn)}", f"lun={target.lun}",
+            f"initiator-name={_escape(initiator or initiator_name())}"]
     credentials = chap_credentials(data)
     if credentials:
-        opts += [f"user={credentials[0]}", f"password-secret={secret_id}"]
+        opts += [f"user={_escape(credentials[0])}", f"password-secret={secret_id}"]
     return ",".join(opts)
 
 
@@ -63,7 +66,8 @@ def _secret_args(path: Path | None) -> list[str]:
 
 
 def copy_to_volume(image: str, data: dict, source_format: str | None = None,
-                   progress: Progress | None = None) -> None:
+                   progress: Progress | None = None, initiator: str | None = None,
+                   execute=None) -> None:
     """Write ``image`` (raw, qcow2, ... ) onto the volume, raw, from offset 0."""
     source_format = source_format or detect_format(image)
     # qemu-img takes --target-image-opts only with --image-opts for the
@@ -74,18 +78,23 @@ def copy_to_volume(image: str, data: dict, source_format: str | None = None,
         # The target's format is its driver (iscsi: raw); -O would conflict.
         cmd = ["qemu-img", "convert", "-p", "-n", "-W", "-m", str(COROUTINES),
                *_secret_args(secret), "--image-opts", "--target-image-opts",
-               source, image_opts(data, "chap" if secret else None)]
-        _run(cmd, progress, credentials)
+               source, image_opts(data, "chap" if secret else None, initiator)]
+        _run(cmd, progress, credentials, execute or executor.execute)
 
 
-def detect_format(image: str) -> str:
-    """What qemu-img says ``image`` is (raw, qcow2, vmdk, ...)."""
+def image_info(image: str) -> dict:
+    """``qemu-img info`` of a local image: ``format``, ``virtual-size``, ..."""
     result = subprocess.run(["qemu-img", "info", "--output=json", image],
                             capture_output=True, text=True, check=False, timeout=60)
     if result.returncode != 0:
         raise exception.InvalidInput(
             reason=f"cannot read image {image}: {result.stderr.strip()}")
-    return json.loads(result.stdout)["format"]
+    return json.loads(result.stdout)
+
+
+def detect_format(image: str) -> str:
+    """What qemu-img says ``image`` is (raw, qcow2, vmdk, ...)."""
+    return image_info(image)["format"]
 
 
 def _escape(value: str) -> str:
@@ -94,7 +103,8 @@ def _escape(value: str) -> str:
 
 
 def copy_from_volume(data: dict, image: str, out_format: str = "raw",
-                     progress: Progress | None = None) -> None:
+                     progress: Progress | None = None, initiator: str | None = None,
+                     execute=None) -> None:
     """Read the whole volume into a new ``image`` file of ``out_format``."""
     if out_format not in ("raw", "qcow2"):
         raise exception.InvalidInput(reason=f"image format {out_format!r} is not raw or qcow2")
@@ -102,30 +112,22 @@ def copy_from_volume(data: dict, image: str, out_format: str = "raw",
     with _password_file(credentials[1] if credentials else None) as secret:
         cmd = ["qemu-img", "convert", "-p", "-W", "-m", str(COROUTINES), "-O", out_format,
                *_secret_args(secret), "--image-opts",
-               image_opts(data, "chap" if secret else None), image]
-        _run(cmd, progress, credentials)
+               image_opts(data, "chap" if secret else None, initiator), image]
+        _run(cmd, progress, credentials, execute or executor.execute)
 
 
-def _run(cmd: list[str], progress: Progress | None, credentials) -> None:
-    """Run qemu-img, reporting its ``(NN.NN/100%)`` progress as it goes."""
-    secrets = [credentials[1]] if credentials else []
-    LOG.debug("running %s", redact(" ".join(cmd), secrets))
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except FileNotFoundError:
-        raise exception.ProcessExecutionError(
-            cmd="qemu-img", status="-", stderr="not found; install qemu-utils") from None
-    last = -10.0
-    for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+def _run(cmd: list[str], progress: Progress | None, credentials, execute) -> None:
+    """Run qemu-img through the executor, reporting its ``(NN.NN/100%)`` progress."""
+    last = [-10.0]
+
+    def on_output(chunk: bytes) -> None:
         for match in _PERCENT.finditer(chunk):
             done = float(match[1])
             if progress:
                 progress(done)
-            if done - last >= 10 or done == 100:
+            if done - last[0] >= 10 or done == 100:
                 LOG.info("copy %.0f%% done", done)
-                last = done
-    stderr = proc.stderr.read().decode(errors="replace")
-    if proc.wait() != 0:
-        raise exception.ProcessExecutionError(
-            cmd="qemu-img convert", status=proc.returncode,
-            stderr=redact(stderr.strip(), secrets))
+                last[0] = done
+    # No overall timeout: a long copy is alive as long as it reports progress.
+    execute(*cmd, timeout=None, on_output=on_output,
+            secrets=(credentials[1],) if credentials else ())

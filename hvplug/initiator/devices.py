@@ -135,13 +135,17 @@ def _listdir(path: Path) -> list[str]:
         return []
 
 
-def attached_luns(host, devices: Devices) -> dict[tuple, set[str]]:
-    """Every iSCSI LUN a domain's block disk uses (live or persistent): key -> domains."""
-    used: dict[tuple, set[str]] = {}
+def attached_luns(host, luns_of) -> dict:
+    """Every LUN a domain's block disk uses (live or persistent): LUN -> domains.
+
+    ``luns_of(source_path)`` names the LUNs behind one disk source, e.g.
+    ``lambda path: [lun_key(t) for t in devices.disk_targets(path)]``.
+    """
+    used: dict = {}
     for name, xmls in host.domain_xmls().items():
         for xml in xmls:
             for disk in guest_disks.disks(xml):
                 if disk.source_type == "block" and disk.source_path:
-                    for target in devices.disk_targets(disk.source_path):
-                        used.setdefault(lun_key(target), set()).add(name)
+                    for lun in luns_of(disk.source_path):
+                        used.setdefault(lun, set()).add(name)
     return used

@@ -345,7 +345,8 @@ class LibvirtISCSIVolumeDriver(LibvirtBaseVolumeDriver):
         data = connection_info["data"]
         targets = iscsi_targets(data)
         with self._lock():
-            in_use = attached_luns(self.host, self.devices)
+            in_use = attached_luns(
+                self.host, lambda path: [lun_key(t) for t in self.devices.disk_targets(path)])
             users = sorted({name for t in targets for name in in_use.get(lun_key(t), ())})
             if users:
                 LOG.info("keeping the iSCSI sessions of %s: %s still use it",

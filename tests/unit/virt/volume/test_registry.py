@@ -21,12 +21,21 @@ def test_default_maps_iscsi_to_net_driver():
     assert reg.driver_for_type("iscsi") is driver  # one instance per type
 
 
+def test_default_maps_fibre_channel():
+    from hvplug.virt.volume.fibre_channel import LibvirtFibreChannelVolumeDriver
+    reg = registry.VolumeDriverRegistry(host=object())
+    driver = reg.driver_for({"driver_volume_type": "fibre_channel", "data": {}})
+    assert isinstance(driver, LibvirtFibreChannelVolumeDriver)
+
+
 def test_configured_entries_add_and_override_types(config_fixture):
     config_fixture.config(group="libvirt", volume_drivers=[
         f"custom={__name__}.CustomDriver", f" iscsi = {__name__}.CustomDriver "])
     reg = registry.VolumeDriverRegistry(host=None)
+    from hvplug.virt.volume.fibre_channel import LibvirtFibreChannelVolumeDriver
     from hvplug.virt.volume.iser import LibvirtISERVolumeDriver
     assert reg.classes == {"iscsi": CustomDriver, "iser": LibvirtISERVolumeDriver,
+                           "fibre_channel": LibvirtFibreChannelVolumeDriver,
                            "custom": CustomDriver}
 
 
@@ -51,4 +60,4 @@ def test_unknown_type_is_volume_driver_not_found():
     reg = registry.VolumeDriverRegistry(host=None, entries=[])
     with pytest.raises(exception.VolumeDriverNotFound) as err:
         reg.driver_for({"driver_volume_type": "nfs", "data": {}})
-    assert "'nfs'" in str(err.value) and "known: iscsi, iser" in str(err.value)
+    assert "'nfs'" in str(err.value) and "known: fibre_channel, iscsi, iser" in str(err.value)

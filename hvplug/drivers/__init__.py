@@ -1,0 +1,1 @@
+"""Storage-side volume drivers (backends named in ``[DEFAULT] enabled_backends``)."""
