@@ -96,7 +96,8 @@ def connector(args, driver) -> dict:
         wwpns = args.wwpn or local_wwpns()
         if not wwpns:
             raise exception.InvalidInput(
-                reason="this host has no FC ports (/sys/class/fc_host); give --wwpn")
+                reason="this host has no FC ports (/sys/class/fc_host); give --wwpn "
+                "(copies need this host's own HBAs)")
         return {**result, "wwpns": wwpns}
     if args.wwpn:
         raise exception.InvalidInput(
@@ -167,8 +168,8 @@ def cmd_terminate(args, ctx) -> int:
 
 
 def _copy_connector(args, driver) -> dict:
-    """FC copies are refused by the driver before any connector is needed."""
-    return connector(args, driver) if driver.driver_volume_type == "iscsi" else {}
+    """iSCSI: qemu-img logs in as this host; FC: this host's HBAs attach it."""
+    return connector(args, driver)
 
 
 def cmd_copy_image(args, ctx) -> int:

@@ -82,6 +82,24 @@ def copy_to_volume(image: str, data: dict, source_format: str | None = None,
         _run(cmd, progress, credentials, execute or executor.execute)
 
 
+def copy_to_device(image: str, device: str, progress: Progress | None = None,
+                   execute=None) -> None:
+    """Write ``image`` onto a host-attached block ``device`` (FC), raw."""
+    cmd = ["qemu-img", "convert", "-p", "-n", "-W", "-m", str(COROUTINES),
+           "-f", detect_format(image), "-O", "raw", image, device]
+    _run(cmd, progress, None, execute or executor.execute)
+
+
+def copy_from_device(device: str, image: str, out_format: str = "raw",
+                     progress: Progress | None = None, execute=None) -> None:
+    """Read a host-attached block ``device`` into a new ``image``."""
+    if out_format not in ("raw", "qcow2"):
+        raise exception.InvalidInput(reason=f"image format {out_format!r} is not raw or qcow2")
+    cmd = ["qemu-img", "convert", "-p", "-W", "-m", str(COROUTINES),
+           "-f", "raw", "-O", out_format, device, image]
+    _run(cmd, progress, None, execute or executor.execute)
+
+
 def image_info(image: str) -> dict:
     """``qemu-img info`` of a local image: ``format``, ``virtual-size``, ..."""
     result = subprocess.run(["qemu-img", "info", "--output=json", image],

@@ -15,13 +15,18 @@ Volumes are named by the caller; snapshots and clones are ISE volumes too
 ``ise_completion_retries`` times.
 """
 
+import contextlib
 import hashlib
 import logging
+import math
 import re
 
 from hvplug import exception
 from hvplug.conf.xio import xio_opts
 from hvplug.drivers.xio.client import ISEClient, ISEResponse, failed, text
+from hvplug.image import iscsi_copy
+
+GIB = 1 << 30
 
 LOG = logging.getLogger(__name__)
 
@@ -330,14 +335,27 @@ class XIOISEDriver:
     def connection_data(self, volume: str, lun: int, connector: dict) -> dict:
         raise NotImplementedError
 
-    def copy_image_to_volume(self, image: str, volume: str, connector: dict) -> None:
-        raise exception.ISEUnsupported(
-            reason=f"copying images needs iSCSI; backend {self.backend_name} is "
-            f"{self.storage_protocol} (attach the volume to a host and copy there)")
+    @contextlib.contextmanager
+    def presented(self, volume: str, connector: dict):
+        """``connection_info["data"]`` while ``volume`` is presented to
+        ``connector``; a presentation made here is undone afterwards."""
+        host = self.find_host(self.endpoints(connector))
+        had = host is not None and self.find_allocation(volume, text(host, "name")) is not None
+        data = self.initialize_connection(volume, connector)["data"]
+        try:
+            yield data
+        finally:
+            if not had:
+                self.terminate_connection(volume, connector)
 
-    def copy_volume_to_image(self, volume: str, image: str, fmt: str,
-                             connector: dict) -> None:
-        self.copy_image_to_volume(image, volume, connector)
+    def check_fits(self, image: str, volume: str) -> None:
+        """InvalidInput unless ``image``'s virtual size fits in ``volume``."""
+        need = math.ceil(iscsi_copy.image_info(image)["virtual-size"] / GIB)
+        have = self.describe(volume)["size_gb"]
+        if need > have:
+            raise exception.InvalidInput(
+                reason=f"image {image} needs {need} GB but volume {volume} is {have} GB; "
+                "extend the volume first")
 
     def check_for_setup_error(self) -> None:
         """Fail now if the array is unreachable or its firmware lacks clones."""

@@ -14,8 +14,11 @@ Every FC port of the array is a target of every initiator port (the
 fabric's zoning decides what is really reachable).
 """
 
+import contextlib
+
 from hvplug import exception
 from hvplug.drivers.xio.common import XIOISEDriver, normalize_wwn
+from hvplug.image import iscsi_copy
 
 
 class XIOFCDriver(XIOISEDriver):
@@ -44,3 +47,34 @@ class XIOFCDriver(XIOISEDriver):
         return {"target_wwn": targets, "target_lun": int(lun), "target_discovered": True,
                 "initiator_target_map": {w: list(targets) for w in self.endpoints(connector)},
                 "volume_id": volume, "encrypted": False, "access_mode": "rw"}
+
+    # -- images: through a host attach (the host's FC HBAs) ------------------------
+    @contextlib.contextmanager
+    def host_attached(self, volume: str, connector: dict):
+        """The local block device of ``volume`` while this host is attached to it."""
+        from hvplug.virt.host import Host
+        from hvplug.virt.volume.fibre_channel import LibvirtFibreChannelVolumeDriver
+        host = Host()
+        attacher = LibvirtFibreChannelVolumeDriver(host, execute=self.execute)
+        with self.presented(volume, connector) as data:
+            info = {"driver_volume_type": self.driver_volume_type, "data": dict(data)}
+            attacher.connect_volume(info, None)
+            try:
+                yield info["data"]["device_path"]
+            finally:
+                attacher.disconnect_volume(info, None)
+                host.close()
+
+    def copy_image_to_volume(self, image: str, volume: str, connector: dict,
+                             progress=None) -> None:
+        """Write local ``image`` (raw or qcow2) into ``volume`` through this host."""
+        self.check_fits(image, volume)
+        with self.host_attached(volume, connector) as device:
+            iscsi_copy.copy_to_device(image, device, progress, self.execute)
+
+    def copy_volume_to_image(self, volume: str, image: str, fmt: str, connector: dict,
+                             progress=None) -> None:
+        """Write ``volume`` into a new local image of format ``fmt`` through this host."""
+        self.volume(volume)
+        with self.host_attached(volume, connector) as device:
+            iscsi_copy.copy_from_device(device, image, fmt, progress, self.execute)

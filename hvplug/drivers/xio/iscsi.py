@@ -16,8 +16,6 @@ sendtargets discovery on ``iscsi_ip_address`` returns every portal of the
 ISE on that subnet, so a multipath host finds the others itself.
 """
 
-import contextlib
-import math
 
 from hvplug import exception
 from hvplug.drivers.xio.client import text
@@ -26,7 +24,6 @@ from hvplug.image import iscsi_copy
 from hvplug.utils import portals
 
 ISCSI_PORT = 3260
-GIB = 1 << 30
 
 
 class XIOISCSIDriver(XIOISEDriver):
@@ -79,27 +76,9 @@ class XIOISCSIDriver(XIOISEDriver):
         return data
 
     # -- images: qemu-img straight over iSCSI, no host attach ------------------
-    @contextlib.contextmanager
-    def presented(self, volume: str, connector: dict):
-        """``connection_info["data"]`` while ``volume`` is presented to
-        ``connector``; a presentation made here is undone afterwards."""
-        host = self.find_host(self.endpoints(connector))
-        had = host is not None and self.find_allocation(volume, text(host, "name")) is not None
-        data = self.initialize_connection(volume, connector)["data"]
-        try:
-            yield data
-        finally:
-            if not had:
-                self.terminate_connection(volume, connector)
-
     def copy_image_to_volume(self, image: str, volume: str, connector: dict) -> None:
         """Write local ``image`` (raw or qcow2) into ``volume``."""
-        need = math.ceil(iscsi_copy.image_info(image)["virtual-size"] / GIB)
-        have = self.describe(volume)["size_gb"]
-        if need > have:
-            raise exception.InvalidInput(
-                reason=f"image {image} needs {need} GB but volume {volume} is {have} GB; "
-                "extend the volume first")
+        self.check_fits(image, volume)
         with self.presented(volume, connector) as data:
             iscsi_copy.copy_to_volume(image, data, initiator=connector["initiator"],
                                       execute=self.execute)

@@ -199,10 +199,12 @@ def test_copy_image_and_copy_to_image(make_run, tmp_path, monkeypatch):
         sim.stop()
 
 
-def test_copy_on_an_fc_backend_fails_clearly(make_run, ise, tmp_path):
+def test_fc_copy_on_a_host_without_hbas_fails_clearly(make_run, ise, tmp_path, monkeypatch):
+    """FC copies attach through this host's HBAs; with none there is nothing to do."""
+    monkeypatch.setattr("hvplug.cli.volume_commands.local_wwpns", list)
     run = make_run(ise, driver="fc.XIOFCDriver")
     rc, _, err = run("volume", "--backend", "ise1", "copy-image", str(tmp_path / "x"), "v")
-    assert rc == 1 and "needs iSCSI" in err
+    assert rc == 2 and "this host has no FC ports" in err and "Traceback" not in err
 
 
 def test_against_the_simulator_command(tmp_path, capsys):

@@ -4,6 +4,7 @@ and the backends that load them."""
 import os
 import socket
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -426,9 +427,47 @@ def test_copy_image_larger_than_the_volume(tmp_path, driver):
         driver.copy_image_to_volume(str(tmp_path / "big"), "vol1", ISCSI)
 
 
-def test_fc_copy_is_refused(fc_driver):
-    with pytest.raises(exception.ISEUnsupported, match="fibre_channel"):
-        fc_driver.copy_image_to_volume("/img", "vol1", FC)
+def test_fc_copy_goes_through_a_host_attach(fc_driver, ise, tmp_path, monkeypatch,
+                                            fake_libvirt):
+    """FC has no qemu initiator: the host's HBAs attach the LUN and qemu-img
+    copies to and from that block device (a fake FC host here)."""
+    from hvplug.virt.volume.fibre_channel import LibvirtFibreChannelVolumeDriver
+    from tests.fakefcsysfs import FakeFcConnector, FakeFcHost
+    fc_driver.execute = real_execute
+    fc = FakeFcHost(tmp_path / "fc")
+    fc.add_hba(5, FC_NORMAL[0])
+    wwns = fc_driver.target_wwns()
+    for n, wwn in enumerate(wwns):
+        fc.add_target_port(5, 0, n, wwn)
+    links = [link for wwn in wwns for link in fc.zone(wwn, 1)]
+    monkeypatch.setattr(LibvirtFibreChannelVolumeDriver, "connector_factory",
+                        staticmethod(lambda *args: FakeFcConnector(fc)))
+    monkeypatch.setattr(LibvirtFibreChannelVolumeDriver, "sysfs_root", str(fc.sys))
+    monkeypatch.setattr(LibvirtFibreChannelVolumeDriver, "dev_root", str(fc.dev))
+    monkeypatch.setattr(LibvirtFibreChannelVolumeDriver, "lock_dir", str(tmp_path / "locks"))
+    fake_libvirt.open("qemu:///system")  # the host the attacher checks for users
+
+    devices = {os.path.realpath(link) for link in links}  # the LUN's disk(s)
+    fc_driver.create_volume("vol1", 1)
+    image = tmp_path / "in.raw"
+    image.write_bytes(b"\x6b" * 65536)
+    fc_driver.copy_image_to_volume(str(image), "vol1", FC)
+    assert not any(link.exists() for link in links)  # detached again
+    written = [d for d in devices if Path(d).read_bytes()[:65536] == b"\x6b" * 65536]
+    assert len(written) == 1
+    assert ise.state()["allocations"] == {}  # presented for the copy only
+
+    # The fake's LUN lives in per-scan disk files: a fresh scan shows new ones,
+    # holding what the array would return.
+    links = [link for wwn in wwns for link in fc.zone(wwn, 1)]
+    for link in links:
+        with open(os.path.realpath(link), "r+b") as f:
+            f.write(b"\x6b" * 65536)
+    out = tmp_path / "out.qcow2"
+    fc_driver.copy_volume_to_image("vol1", str(out), "qcow2", FC)
+    check = tmp_path / "check.raw"
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(out), str(check)], check=True)
+    assert check.read_bytes()[:65536] == b"\x6b" * 65536
 
 
 def test_image_opts_escape_commas():
