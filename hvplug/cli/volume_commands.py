@@ -15,6 +15,7 @@ import argparse
 import glob
 import json
 import socket
+import sys
 from pathlib import Path
 
 from hvplug import exception
@@ -172,9 +173,21 @@ def _copy_connector(args, driver) -> dict:
     return connector(args, driver)
 
 
+def _progress(args):
+    """Progress on stderr (stdout stays clean for --json), one line per 10%."""
+    shown = [-10.0]
+
+    def report(done: float) -> None:
+        if done - shown[0] >= 10 or (done == 100 and shown[0] < 100):
+            print(f"copy: {done:.0f}%", file=sys.stderr, flush=True)
+            shown[0] = done
+    return report
+
+
 def cmd_copy_image(args, ctx) -> int:
     driver = _driver(args, ctx)
-    driver.copy_image_to_volume(args.image, args.name, _copy_connector(args, driver))
+    driver.copy_image_to_volume(args.image, args.name, _copy_connector(args, driver),
+                                progress=_progress(args))
     ctx.output({"image": args.image, "name": args.name, "copied": True},
                f"Copied {args.image} into {args.name}")
     return exception.EXIT_OK
@@ -183,7 +196,7 @@ def cmd_copy_image(args, ctx) -> int:
 def cmd_copy_to_image(args, ctx) -> int:
     driver = _driver(args, ctx)
     driver.copy_volume_to_image(args.name, args.image, args.format,
-                                _copy_connector(args, driver))
+                                _copy_connector(args, driver), progress=_progress(args))
     ctx.output({"name": args.name, "image": args.image, "format": args.format,
                 "copied": True}, f"Copied {args.name} into {args.image} ({args.format})")
     return exception.EXIT_OK

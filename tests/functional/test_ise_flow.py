@@ -48,6 +48,7 @@ def volume_cli(ise, tmp_path):
                                 capture_output=True, text=True, timeout=300, check=False)
         assert result.returncode == 0, f"volume {args}: {result.stderr}"
         assert "Traceback" not in result.stderr
+        run.stderr = result.stderr
         return json.loads(result.stdout) if result.stdout.strip() else ""
     return run
 
@@ -91,6 +92,7 @@ def test_ise_volume_lifecycle_with_a_guest(host, make_guest, volume_cli, ise, tm
         f.seek(0)
         f.write(b"\x5e" * 65536)
     volume_cli("copy-image", str(image), "vol3")
+    assert "copy: 100%" in volume_cli.stderr  # progress on stderr, stdout stays JSON
     volume_cli("copy-to-image", "vol3", str(tmp_path / "vol3-again.qcow2"), "--format", "qcow2")
     check = tmp_path / "vol3-check.raw"
     subprocess.run(["qemu-img", "convert", "-O", "raw", str(tmp_path / "vol3-again.qcow2"),

@@ -76,17 +76,18 @@ class XIOISCSIDriver(XIOISEDriver):
         return data
 
     # -- images: qemu-img straight over iSCSI, no host attach ------------------
-    def copy_image_to_volume(self, image: str, volume: str, connector: dict) -> None:
+    def copy_image_to_volume(self, image: str, volume: str, connector: dict,
+                             progress=None) -> None:
         """Write local ``image`` (raw or qcow2) into ``volume``."""
         self.check_fits(image, volume)
         with self.presented(volume, connector) as data:
             iscsi_copy.copy_to_volume(image, data, initiator=connector["initiator"],
-                                      execute=self.execute)
+                                      execute=self.execute, progress=progress)
 
     def copy_volume_to_image(self, volume: str, image: str, fmt: str,
-                             connector: dict) -> None:
+                             connector: dict, progress=None) -> None:
         """Write ``volume`` into a new local image of format ``fmt``."""
         self.volume(volume)
         with self.presented(volume, connector) as data:
             iscsi_copy.copy_from_volume(data, image, fmt, initiator=connector["initiator"],
-                                        execute=self.execute)
+                                        execute=self.execute, progress=progress)
