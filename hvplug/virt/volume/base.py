@@ -85,6 +85,25 @@ class LibvirtBaseVolumeDriver:
         return None
 
 
+class LibvirtBaseBlockVolumeDriver(LibvirtBaseVolumeDriver):
+    """Host-attached volumes: the guest gets ``<disk type='block'>`` on a
+    host device that ``device_path`` names (iSCSI through iscsiadm, FC)."""
+
+    def device_path(self, connection_info: dict) -> str:
+        raise NotImplementedError
+
+    def get_config(self, connection_info: dict,
+                   disk_info: dict) -> config.LibvirtConfigGuestDisk:
+        conf = super().get_config(connection_info, disk_info)
+        conf.source_type = "block"
+        conf.source_device = "disk"
+        conf.source_path = self.device_path(connection_info)
+        # QEMU refuses aio=native unless the host page cache is bypassed.
+        if conf.driver_cache in ("none", "directsync"):
+            conf.driver_io = "native"
+        return conf
+
+
 def require(data: dict, key: str, kind: type | tuple = str) -> Any:
     """``data[key]``, or InvalidConnectionInfo naming the missing or wrong key."""
     if key not in data or data[key] in (None, ""):

@@ -34,7 +34,7 @@ from hvplug.conf import CONF
 from hvplug.initiator.devices import Devices, attached_luns
 from hvplug.utils import fileutils
 from hvplug.virt import config
-from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, require
+from hvplug.virt.volume.base import LibvirtBaseBlockVolumeDriver, require
 
 LOG = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ def os_brick_connector(execute, use_multipath: bool, scan_tries: int, lock_dir: 
 
 # -- the driver ----------------------------------------------------------------------
 
-class LibvirtFibreChannelVolumeDriver(LibvirtBaseVolumeDriver):
+class LibvirtFibreChannelVolumeDriver(LibvirtBaseBlockVolumeDriver):
     """FC volumes attached by the host through os-brick, as ``<disk type='block'>``."""
 
     driver_volume_type = "fibre_channel"
@@ -300,17 +300,6 @@ class LibvirtFibreChannelVolumeDriver(LibvirtBaseVolumeDriver):
         raise exception.InvalidConnectionInfo(
             reason="data.device_path is missing and no by-path link of the LUN exists; "
                    "connect the volume first")
-
-    def get_config(self, connection_info: dict,
-                   disk_info: dict) -> config.LibvirtConfigGuestDisk:
-        conf = super().get_config(connection_info, disk_info)
-        conf.source_type = "block"
-        conf.source_device = "disk"
-        conf.source_path = self.device_path(connection_info)
-        # QEMU refuses aio=native unless the host page cache is bypassed.
-        if conf.driver_cache in ("none", "directsync"):
-            conf.driver_io = "native"
-        return conf
 
     def is_same_volume(self, disk: config.LibvirtConfigGuestDisk,
                        connection_info: dict) -> bool:

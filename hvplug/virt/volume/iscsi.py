@@ -44,7 +44,7 @@ from hvplug.initiator.iscsiadm import (
 )
 from hvplug.utils import fileutils
 from hvplug.virt import config
-from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, require
+from hvplug.virt.volume.base import LibvirtBaseBlockVolumeDriver, require
 from hvplug.virt.volume.net import ISCSITarget, chap_credentials, iscsi_targets
 
 LOG = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def _transport_of(iface: str) -> str:
     return {"default": "tcp"}.get(iface, iface.partition(".")[0])
 
 
-class LibvirtISCSIVolumeDriver(LibvirtBaseVolumeDriver):
+class LibvirtISCSIVolumeDriver(LibvirtBaseBlockVolumeDriver):
     """iSCSI volumes logged in by the host, attached as ``<disk type='block'>``."""
 
     driver_volume_type = "iscsi"
@@ -299,17 +299,6 @@ class LibvirtISCSIVolumeDriver(LibvirtBaseVolumeDriver):
         data = connection_info["data"]
         return data.get("device_path") or str(
             self.devices.by_path_link(iscsi_targets(data)[0]))
-
-    def get_config(self, connection_info: dict,
-                   disk_info: dict) -> config.LibvirtConfigGuestDisk:
-        conf = super().get_config(connection_info, disk_info)
-        conf.source_type = "block"
-        conf.source_device = "disk"
-        conf.source_path = self.device_path(connection_info)
-        # QEMU refuses aio=native unless the host page cache is bypassed.
-        if conf.driver_cache in ("none", "directsync"):
-            conf.driver_io = "native"
-        return conf
 
     def is_same_volume(self, disk: config.LibvirtConfigGuestDisk,
                        connection_info: dict) -> bool:
