@@ -17,6 +17,7 @@ and the ``connection_info`` the hypervisor side consumes -- lives here::
 
 import abc
 import logging
+import re
 import secrets
 import string
 
@@ -38,6 +39,25 @@ def iser_enabled(conf) -> bool:
     """``enable_iser``, Cinder's ``iscsi_protocol = iser``, or the old iseradm."""
     return bool(conf.enable_iser or conf.iscsi_protocol == "iser"
                 or conf.iscsi_helper == "iseradm")
+
+
+def check_config_values(export: Export, unsafe: "re.Pattern[str]", where: str,
+                        rule: str) -> None:
+    """Refuse export values a helper's config syntax would mangle or let inject.
+
+    Checks the backing path and, when the export uses CHAP, the user and
+    password (the password never shown).  ``where`` names the syntax ("a tgt stanza"), ``rule`` says what
+    is allowed.
+    """
+    values = {"backing store path": export.path}
+    if export.auth_method == "CHAP":  # an empty user or password is refused, not dropped
+        values.update({"CHAP user name": export.auth_username,
+                       "CHAP password": export.auth_password})
+    for name, value in values.items():
+        if not value or unsafe.search(value):
+            shown = "" if name == "CHAP password" else f" {value!r}"
+            raise exception.InvalidInput(
+                reason=f"{name}{shown} cannot go into {where}: it must be non-empty, {rule}")
 
 
 class Target(abc.ABC):

@@ -25,11 +25,12 @@ import time
 from pathlib import Path
 
 from hvplug import exception, templates
-from hvplug.target.base import ISCSITarget
+from hvplug.target.base import ISCSITarget, check_config_values
 from hvplug.target.export import Export
 from hvplug.utils import fileutils
 from hvplug.utils.masking import redact
 
+_CHISCSI_UNSAFE = re.compile(r'[#"\n\r]')
 LOG = logging.getLogger(__name__)
 
 LUN = 0
@@ -164,16 +165,9 @@ class ChiscsiAdm(ISCSITarget):
 
     @staticmethod
     def _check_values(export: Export) -> None:
-        """iscsictl cuts lines at '#' and CHAP values at '"'."""
-        values = {"path": export.path, **({"username": export.auth_username,
-                                          "password": export.auth_password}
-                                         if export.has_chap else {})}
-        for name, value in values.items():
-            if not value or any(c in value for c in '#"\n\r'):
-                shown = value if name != "password" else "***"
-                raise exception.InvalidInput(
-                    reason=f"chiscsi cannot export with {name} {shown!r}: it must be "
-                    "non-empty, without '#', '\"' or line breaks")
+        # iscsictl cuts lines at '#' and CHAP values at '"'.
+        check_config_values(export, _CHISCSI_UNSAFE, "a chiscsi target file",
+                            "without '#', '\"' or line breaks")
 
     def _error(self, action: str, export: Export, cause) -> exception.TargetError:
         if isinstance(cause, exception.TargetError):

@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 
 from hvplug import exception
-from hvplug.target.base import ISCSITarget
+from hvplug.target.base import ISCSITarget, check_config_values
 from hvplug.target.export import Export
 from hvplug.utils import fileutils
 from hvplug.utils.masking import redact
 
+_IET_UNSAFE = re.compile(r"[\s,]")
 LOG = logging.getLogger(__name__)
 
 EXIT_EINVAL = 234  # ietd: a target of that name exists; kernel: no target with that tid
@@ -306,17 +307,11 @@ class IetAdm(ISCSITarget):
         except OSError:
             return "fileio"
 
-    def _check_values(self, export: Export) -> None:
-        """ietd.conf splits on blanks and ietadm's --params on commas."""
-        values = {"path": export.path}
-        if export.has_chap:
-            values.update(username=export.auth_username, password=export.auth_password)
-        for name, value in values.items():
-            if not value or any(c.isspace() or c == "," for c in value):
-                shown = value if name != "password" else "***"
-                raise exception.InvalidInput(
-                    reason=f"IET cannot export with {name} {shown!r}: it must be "
-                    "non-empty, without blanks or commas")
+    @staticmethod
+    def _check_values(export: Export) -> None:
+        # ietd.conf splits on blanks and ietadm's --params on commas.
+        check_config_values(export, _IET_UNSAFE, "IET's configuration",
+                            "without blanks or commas")
 
     def _error(self, action: str, export: Export, cause) -> exception.TargetError:
         if isinstance(cause, exception.ProcessExecutionError):

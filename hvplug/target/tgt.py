@@ -35,9 +35,17 @@ from pathlib import Path
 
 from hvplug import exception, templates
 from hvplug.target import tgtd_ipc
-from hvplug.target.base import ISCSITarget
+from hvplug.target.base import ISCSITarget, check_config_values
 from hvplug.target.export import Export
-from hvplug.target.tgtd_ipc import Err, Mode, Op, TargetInfo, TgtdError, TgtdIPC
+from hvplug.target.tgtd_ipc import (
+    Err,
+    Mode,
+    Op,
+    TargetInfo,
+    TgtdError,
+    TgtdIPC,
+    tolerate,
+)
 from hvplug.utils import fileutils
 
 LOG = logging.getLogger(__name__)
@@ -219,7 +227,7 @@ class TgtAdm(ISCSITarget):
         self._ensure_lun(ipc, tid, export)
         if export.auth_method == "CHAP":
             self._bind_account(ipc, tid, export)
-        _tolerate(Err.ACL_EXIST, ipc.bind_initiator, tid, address="ALL")
+        tolerate(Err.ACL_EXIST, ipc.bind_initiator, tid, address="ALL")
         if self._ensure_lun(ipc, tid, export):
             LOG.warning("LUN %s of %s was missing after creation; re-created it",
                         export.lun, export.iqn)
@@ -292,7 +300,7 @@ class TgtAdm(ISCSITarget):
             self.tgtd.delete_account(user)
             self.tgtd.new_account(user, export.auth_password)
         # tgtd answers USER_EXIST when the account is bound already
-        _tolerate(Err.USER_EXIST, ipc.bind_account, tid, user)
+        tolerate(Err.USER_EXIST, ipc.bind_account, tid, user)
 
     def _undo_create(self, ipc: TgtdIPC, export: Export, tid: int | None,
                      error: BaseException) -> None:
@@ -320,7 +328,7 @@ class TgtAdm(ISCSITarget):
     def _delete_account(self, export: Export) -> None:
         """Delete the export's account (tgtd unbinds it everywhere); absent is fine."""
         if export.auth_method == "CHAP" and export.auth_username:
-            _tolerate(Err.NO_USER, self.tgtd.delete_account, export.auth_username)
+            tolerate(Err.NO_USER, self.tgtd.delete_account, export.auth_username)
 
     def _owned_tid(self, ipc: TgtdIPC, export: Export, hint: int | None) -> int | None:
         """The tid of ``export``'s target now, or None if tgtd has none.
@@ -342,7 +350,7 @@ class TgtAdm(ISCSITarget):
                 if exc.code not in (Err.NO_TARGET, Err.NO_USER, Err.NO_DRIVER):
                     raise
             else:
-                _tolerate(Err.NO_USER, ipc.unbind_account, hint, user)
+                tolerate(Err.NO_USER, ipc.unbind_account, hint, user)
         found = self._lookup(export.iqn)
         return found.tid if found else None
 
@@ -354,7 +362,7 @@ class TgtAdm(ISCSITarget):
         so check, and try again a few times.
         """
         for attempt in range(DELETE_ATTEMPTS):
-            _tolerate((Err.NO_TARGET, Err.TARGET_ACTIVE), ipc.delete_target, tid, force=True)
+            tolerate((Err.NO_TARGET, Err.TARGET_ACTIVE), ipc.delete_target, tid, force=True)
             if not _answers(ipc, tid):
                 return
             found = self._lookup(iqn)  # the tid answers: still ours, or reused?
@@ -399,11 +407,12 @@ class TgtAdm(ISCSITarget):
 
 def check_stanza_values(export: Export) -> None:
     """Refuse values that would break or inject into a stanza line."""
-    _check_token("IQN", export.iqn)
-    _check_token("backing store path", export.path)
-    if export.auth_method == "CHAP":
-        _check_token("CHAP user name", export.auth_username)
-        _check_token("CHAP password", export.auth_password, secret=True)
+    if not export.iqn or _UNSAFE.search(export.iqn):
+        raise exception.InvalidInput(
+            reason=f"IQN {export.iqn!r} cannot go into a tgt stanza")
+    check_config_values(export, _UNSAFE, "a tgt stanza",
+                        "free of blanks, quotes, '#', '<', '>', ',', '\\' and control "
+                        "characters")
 
 
 def check_backing_store(path: str) -> None:
@@ -414,27 +423,8 @@ def check_backing_store(path: str) -> None:
             reason=f"backing store {path} does not exist; create the file or device first")
 
 
-def _check_token(what: str, value: str | None, secret: bool = False) -> None:
-    if value and not _UNSAFE.search(value):
-        return
-    shown = "" if secret else f" {value!r}"
-    raise exception.InvalidInput(
-        reason=f"{what}{shown} cannot go into a tgt stanza: it must be non-empty and "
-               "free of blanks, quotes, '#', '<', '>', ',', '\\' and control characters")
-
-
 def _lld(export: Export) -> str:
     return "iser" if export.iser else "iscsi"
-
-
-def _tolerate(codes, call, *args, **kwargs) -> None:
-    """``call(...)``; a TgtdError with one of ``codes`` means already done."""
-    codes = codes if isinstance(codes, tuple) else (codes,)
-    try:
-        call(*args, **kwargs)
-    except TgtdError as exc:
-        if exc.code not in codes:
-            raise
 
 
 def _answers(ipc: TgtdIPC, tid: int) -> bool:

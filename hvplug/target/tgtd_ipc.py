@@ -407,3 +407,13 @@ def _initiator(address: str | None, name: str | None) -> dict:
     if address is not None:
         return {"initiator-address": address}
     return {"initiator-name": name}
+
+
+def tolerate(codes, call, *args, **kwargs) -> None:
+    """``call(...)``; a TgtdError with one of ``codes`` means already done."""
+    codes = codes if isinstance(codes, tuple) else (codes,)
+    try:
+        call(*args, **kwargs)
+    except TgtdError as exc:
+        if exc.code not in codes:
+            raise

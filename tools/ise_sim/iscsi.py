@@ -10,7 +10,7 @@ only this target and this account are ever touched.
 import logging
 import threading
 
-from hvplug.target.tgtd_ipc import Err, TgtdError, TgtdIPC
+from hvplug.target.tgtd_ipc import Err, TgtdError, TgtdIPC, tolerate
 
 LOG = logging.getLogger(__name__)
 
@@ -43,12 +43,12 @@ class TgtdExporter:
                 if have is None:
                     self.ipc.new_lun(self.tid, lun, path, bstype="rdwr")
             for lun in set(info.luns if info else ()) - set(luns) - {0}:
-                _tolerate(Err.NO_LUN, self.ipc.delete_lun, self.tid, lun)
+                tolerate(Err.NO_LUN, self.ipc.delete_lun, self.tid, lun)
             acls = set(info.acls) if info else set()
             for name in initiators - acls:
-                _tolerate(Err.ACL_EXIST, self.ipc.bind_initiator, self.tid, name=name)
+                tolerate(Err.ACL_EXIST, self.ipc.bind_initiator, self.tid, name=name)
             for name in acls - initiators:
-                _tolerate(Err.ACL_NOEXIST, self.ipc.unbind_initiator, self.tid, name=name)
+                tolerate(Err.ACL_NOEXIST, self.ipc.unbind_initiator, self.tid, name=name)
 
     def refresh_lun(self, lun: int, path: str) -> None:
         """Re-create ``lun`` so tgtd sees a grown file (tgtd reads the size once)."""
@@ -85,7 +85,7 @@ class TgtdExporter:
         if chap == self.chap:
             return
         if self.chap is not None:
-            _tolerate(Err.NO_USER, self.ipc.delete_account, self.chap[0])
+            tolerate(Err.NO_USER, self.ipc.delete_account, self.chap[0])
         if chap is not None:
             user, password = chap
             try:
@@ -96,24 +96,17 @@ class TgtdExporter:
                 # a leftover of an earlier run; its password may differ
                 self.ipc.delete_account(user)
                 self.ipc.new_account(user, password)
-            _tolerate(Err.USER_EXIST, self.ipc.bind_account, self.tid, user)
+            tolerate(Err.USER_EXIST, self.ipc.bind_account, self.tid, user)
         self.chap = chap
 
     def _teardown(self) -> None:
         info = self._lookup()
         if info is not None:
-            _tolerate((Err.NO_TARGET,), self.ipc.delete_target, info.tid, force=True)
+            tolerate((Err.NO_TARGET,), self.ipc.delete_target, info.tid, force=True)
             LOG.info("tgtd target %s removed", self.iqn)
         if self.chap is not None:
-            _tolerate(Err.NO_USER, self.ipc.delete_account, self.chap[0])
+            tolerate(Err.NO_USER, self.ipc.delete_account, self.chap[0])
         self.tid = None
         self.chap = None
 
 
-def _tolerate(codes, call, *args, **kwargs) -> None:
-    codes = codes if isinstance(codes, tuple) else (codes,)
-    try:
-        call(*args, **kwargs)
-    except TgtdError as exc:
-        if exc.code not in codes:
-            raise
