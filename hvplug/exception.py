@@ -9,6 +9,8 @@ Nothing here may ever receive a CHAP password: callers pass usernames,
 targets and portals only.
 """
 
+from hvplug.utils import masking
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -21,6 +23,8 @@ class HvplugError(Exception):
     exit_code = EXIT_FAILED
 
     def __init__(self, message: str | None = None, **kwargs):
+        # A value under a secret-looking key never reaches a message.
+        kwargs = masking.mask_dict(kwargs)
         self.kwargs = kwargs
         if message is None:
             message = self.msg_fmt % kwargs
@@ -164,6 +168,62 @@ class VolumeNotAttached(HvplugError):
         "%(what)s is not attached to domain '%(domain)s'; nothing "
         "was changed."
     )
+
+
+class VolumeIsBackingLayer(HvplugError):
+    msg_fmt = (
+        "Volume %(volume)s is already in domain '%(domain)s': it is %(layer)s "
+        "of disk %(dev)s (after an external snapshot or a block job). "
+        "Attaching it again would open it twice; merge the chain first "
+        "(virsh blockcommit %(domain)s %(dev)s --active --pivot) or detach %(dev)s."
+    )
+
+
+class ManagedSaveConflict(HvplugError):
+    msg_fmt = (
+        "Domain '%(domain)s' has a managed save image, and libvirt cannot "
+        "change the disks of a saved image, so %(action)s now would leave "
+        "that image and the domain disagreeing. Start the domain (virsh "
+        "start %(domain)s) and retry, or discard the image first (virsh "
+        "managedsave-remove %(domain)s)."
+    )
+
+
+class ForeignSecretUnusable(HvplugError):
+    msg_fmt = (
+        "Secret %(uuid)s (usage iscsi '%(usage)s') was not created by hvplug "
+        "and cannot be used: %(reason)s. hvplug never changes or deletes a "
+        "secret it did not create; %(fix)s."
+    )
+
+
+class ForeignSecretMismatch(HvplugError):
+    msg_fmt = (
+        "Secret %(uuid)s (usage iscsi '%(usage)s') was not created by hvplug "
+        "and disk '%(dev)s' of domain '%(domain)s' references it; hvplug "
+        "does not re-create or overwrite it. %(fix)s"
+    )
+
+
+class SecretUsageTaken(HvplugError):
+    msg_fmt = (
+        "Cannot re-create secret %(uuid)s for usage iscsi '%(usage)s': secret "
+        "%(holder)s already has that usage, and libvirt allows one secret per "
+        "usage. Point the disk at %(holder)s (virsh edit) or undefine "
+        "%(holder)s if it is not needed, then run hvplug reconcile again."
+    )
+
+
+class LockTimeout(HvplugError):
+    msg_fmt = (
+        "Gave up after %(timeout)s s waiting for lock %(name)s, held by "
+        "%(holder)s. Wait for that operation to end and retry, or raise "
+        "[locks] lock_timeout."
+    )
+
+
+class Interrupted(HvplugError):
+    msg_fmt = "Interrupted by %(signal)s; %(what)s."
 
 
 class DeviceNameInUse(HvplugError):

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from hvplug import exception
-from hvplug.utils.masking import redact
+from hvplug.utils.masking import mask_dict, redact
 
 
 class Context:
@@ -52,12 +52,21 @@ class Context:
         return info
 
     def redact(self, text: str) -> str:
+        """Free text hvplug did not write, with any password read so far masked."""
         return redact(text, self.secrets)
 
-    def output(self, payload, text: str) -> None:
-        """``payload`` as JSON with --json, else ``text``; passwords never."""
-        out = json.dumps(payload, indent=2) if self.args.json else text
-        print(self.redact(out))
+    def output(self, payload, text: str, reveal: bool = False) -> None:
+        """``payload`` as JSON with --json, else ``text``.
+
+        JSON has its secret-looking keys masked, unless ``reveal``: a command
+        whose job is to hand out credentials (a connection_info for the next
+        command in a pipe, ``show --show-secrets``).  ``text`` is built by the
+        command from fields that hold no secret, or that it reveals on purpose.
+        """
+        if self.args.json:
+            print(json.dumps(payload if reveal else mask_dict(payload), indent=2))
+        else:
+            print(text)
 
 
 def _passwords(info) -> list[str]:

@@ -1,10 +1,16 @@
-"""Commands on a guest's volumes: render, attach, detach, list, verify."""
+"""Commands on a guest's volumes: render, attach, detach, list, verify.
+
+``attach`` and ``detach`` take ``--connection-info`` more than once (bulk
+mode): the volumes are handled in parallel, each on its own, and the JSON is
+``{"domain", "ok", "volumes": [{"volume", "ok", "result", "error"}]}``; the
+exit code is 1 if any volume failed.
+"""
 
 import argparse
 import sys
 
 from hvplug import exception
-from hvplug.virt import attach, inspect
+from hvplug.virt import attach, bulk, inspect
 from hvplug.virt.guest_disks import BUS_PREFIXES
 
 
@@ -24,6 +30,12 @@ def _info_option(parser, required: bool = True) -> None:
                         help="connection_info JSON file, or - for stdin")
 
 
+def _infos_option(parser) -> None:
+    parser.add_argument("--connection-info", metavar="FILE", action="append",
+                        help="connection_info JSON file, or - for stdin; repeat it "
+                        "to handle many volumes in one call (bulk mode)")
+
+
 def register(commands, common: argparse.ArgumentParser) -> None:
     render = commands.add_parser(
         "render", parents=[common], help="print the disk (and secret) XML of a volume")
@@ -34,7 +46,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
     attach_ = commands.add_parser("attach", parents=[common], help="attach a volume to a domain")
     attach_.add_argument("--domain", required=True)
-    _info_option(attach_)
+    _infos_option(attach_)
     _disk_options(attach_)
     attach_.add_argument("--persistent", action="store_true",
                          help="also add it to the domain's persistent configuration")
@@ -44,9 +56,9 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     detach = commands.add_parser("detach", parents=[common], help="detach a volume")
     detach.add_argument("--domain", required=True)
     which = detach.add_mutually_exclusive_group(required=True)
-    which.add_argument("--connection-info", metavar="FILE",
-                       help="connection_info JSON file, or - for stdin")
-    which.add_argument("--dev", metavar="NAME", help="target device name, e.g. sda")
+    _infos_option(which)
+    which.add_argument("--dev", metavar="NAME", action="append",
+                       help="target device name, e.g. sda (repeatable)")
     _json_option(detach)
     detach.set_defaults(func=cmd_detach)
 
@@ -72,25 +84,70 @@ def cmd_render(args, ctx) -> int:
     return exception.EXIT_OK
 
 
+def _read_infos(args, ctx) -> list[dict]:
+    paths = args.connection_info or []
+    if paths.count("-") > 1:
+        raise exception.InvalidInput(reason="only one --connection-info can be - (stdin)")
+    return [ctx.read_connection_info(path) for path in paths]
+
+
+def _attach_text(result: dict) -> str:
+    if result["promoted"]:
+        return (f"Volume already attached live to domain '{result['domain']}' as "
+                f"{result['dev']}; added it to the persistent configuration")
+    return (f"Attached to domain '{result['domain']}' as {result['dev']} (bus {result['bus']})"
+            + (f" through portal {result['portal']}" if result["portal"] else "")
+            + (f", CHAP secret {result['secret_uuid']}" if result["secret_uuid"] else "")
+            + (" (live and persistent config)" if result["persistent"] and result["live"]
+               else " (persistent config)" if result["persistent"] else ""))
+
+
+def _detach_text(result: dict) -> str:
+    places = " and ".join(p for p, on in (("live", result["live"]),
+                                          ("persistent config", result["persistent"])) if on)
+    layer = ("" if result["layer"] == "the source"
+             else f"; the volume was {result['layer']}, which left with the disk")
+    return f"Detached {result['dev']} from domain '{result['domain']}' ({places}){layer}"
+
+
+def _bulk_output(ctx, domain: str, outcomes, describe) -> int:
+    ok = all(o.ok for o in outcomes)
+    lines = [f"{o.volume}: " + (describe(o.result) if o.ok else f"FAILED: {o.error['message']}")
+             for o in outcomes]
+    ctx.output({"domain": domain, "ok": ok, "volumes": [o.to_dict() for o in outcomes]},
+               "\n".join(lines))
+    for o in outcomes:
+        if not o.ok:
+            print(f"hvplug: error: {o.volume}: {o.error['message']}", file=sys.stderr)
+    return exception.EXIT_OK if ok else exception.EXIT_FAILED
+
+
 def cmd_attach(args, ctx) -> int:
-    info = ctx.read_connection_info(args.connection_info)
-    result = attach.attach_volume(ctx.host, ctx.registry, args.domain, info,
+    infos = _read_infos(args, ctx)
+    if len(infos) > 1:
+        if args.dev:
+            raise exception.InvalidInput(
+                reason="--dev names one device; leave it out with several --connection-info")
+        outcomes = bulk.attach_volumes(ctx.host, ctx.registry, args.domain, infos,
+                                       bus=args.bus, persistent=args.persistent)
+        return _bulk_output(ctx, args.domain, outcomes, _attach_text)
+    if not infos:
+        raise exception.InvalidInput(reason="give --connection-info FILE (or - for stdin)")
+    result = attach.attach_volume(ctx.host, ctx.registry, args.domain, infos[0],
                                   bus=args.bus, dev=args.dev, persistent=args.persistent)
-    text = (f"Attached to domain '{result.domain}' as {result.dev} (bus {result.bus})"
-            + (f" through portal {result.portal}" if result.portal else "")
-            + (f", CHAP secret {result.secret_uuid}" if result.secret_uuid else ""))
-    ctx.output(result.to_dict(), text)
+    ctx.output(result.to_dict(), _attach_text(result.to_dict()))
     return exception.EXIT_OK
 
 
 def cmd_detach(args, ctx) -> int:
-    info = ctx.read_connection_info(args.connection_info) if args.connection_info else None
+    infos, devs = _read_infos(args, ctx), args.dev or []
+    if len(infos) + len(devs) > 1:
+        outcomes = bulk.detach_volumes(ctx.host, ctx.registry, args.domain, infos, devs)
+        return _bulk_output(ctx, args.domain, outcomes, _detach_text)
     result = attach.detach_volume(ctx.host, ctx.registry, args.domain,
-                                  connection_info=info, dev=args.dev)
-    places = " and ".join(p for p, on in (("live", result.live),
-                                          ("persistent config", result.persistent)) if on)
-    ctx.output(result.to_dict(),
-               f"Detached {result.dev} from domain '{result.domain}' ({places})")
+                                  connection_info=infos[0] if infos else None,
+                                  dev=devs[0] if devs else None)
+    ctx.output(result.to_dict(), _detach_text(result.to_dict()))
     return exception.EXIT_OK
 
 
@@ -105,7 +162,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 def cmd_list(args, ctx) -> int:
     rows = inspect.volume_rows(ctx.host, args.domain)
-    text = (_table(rows, ["dev", "bus", "protocol", "source", "portal", "secret_uuid"])
+    text = (_table(rows, ["dev", "layer", "bus", "protocol", "source", "portal", "secret_uuid"])
             if rows else f"Domain '{args.domain}' has no network or block volumes.")
     ctx.output({"domain": args.domain, "volumes": rows}, text)
     return exception.EXIT_OK
@@ -114,7 +171,8 @@ def cmd_list(args, ctx) -> int:
 def cmd_verify(args, ctx) -> int:
     results = inspect.verify_volumes(ctx.host, args.domain)
     ok = all(r["ok"] for r in results)
-    lines = [f"{r['dev']}: {check['detail']} [{'ok' if check['ok'] else 'FAILED'}]"
+    lines = [f"{r['dev']}{'' if r['layer'] == 'source' else ' (' + r['layer'] + ')'}: "
+             f"{check['detail']} [{'ok' if check['ok'] else 'FAILED'}]"
              for r in results for check in r["checks"]]
     if not results:
         lines = [f"Domain '{args.domain}' has no iSCSI network disks to verify."]

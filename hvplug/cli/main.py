@@ -11,12 +11,20 @@ import sys
 from oslo_config import cfg
 
 from hvplug import exception
-from hvplug.cli import guest_volumes, iface_commands, target_commands, volume_commands
+from hvplug.cli import (
+    guest_volumes,
+    iface_commands,
+    reconcile_command,
+    target_commands,
+    volume_commands,
+)
 from hvplug.cli.context import Context
 from hvplug.conf import CONF
 from hvplug.conf.opts import list_opts
+from hvplug.utils import interrupts
 
-COMMAND_GROUPS = (guest_volumes, target_commands, iface_commands, volume_commands)
+COMMAND_GROUPS = (guest_volumes, reconcile_command, target_commands, iface_commands,
+                  volume_commands)
 
 
 def common_options(suppress: bool) -> argparse.ArgumentParser:
@@ -75,11 +83,12 @@ def report_error(exc: Exception, args, ctx: Context) -> int:
         exc = exception.LibvirtError(action=f"complete '{args.command}'",
                                      reason=exc.get_error_message())
     if isinstance(exc, exception.HvplugError):
+        # Built from templates whose fields never hold a password.
         message, code = exc.message, exc.exit_code
     else:
-        message = f"unexpected {type(exc).__name__}: {exc} (rerun with --debug for details)"
+        message = ctx.redact(f"unexpected {type(exc).__name__}: {exc} "
+                             "(rerun with --debug for details)")
         code = exception.EXIT_FAILED
-    message = ctx.redact(message)
     if getattr(args, "json", False):
         print(json.dumps({"error": {"type": type(exc).__name__, "message": message,
                                     "exit_code": code}}))
@@ -94,12 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     ctx = Context(args)
+    interrupts.install()
     try:
         load_config(args.config_file)
         return args.func(args, ctx)
-    except KeyboardInterrupt:
-        print("hvplug: interrupted", file=sys.stderr)
-        return exception.EXIT_FAILED
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "signal_name", "SIGINT")
+        return report_error(exception.Interrupted(
+            signal=name, what="what was under way was rolled back or completed first, "
+            "so nothing is left half-done"), args, ctx)
     except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line
         return report_error(exc, args, ctx)
     finally:

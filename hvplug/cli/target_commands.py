@@ -100,7 +100,7 @@ def cmd_create_export(args, ctx) -> int:
     export = target.create_export(args.volume_id, str(Path(args.path).resolve()))
     connector = {"initiator": args.initiator} if args.initiator else {}
     info = target.initialize_connection(export.volume_id, connector)
-    ctx.output(info, json.dumps(info, indent=2))
+    ctx.output(info, json.dumps(info, indent=2), reveal=True)
     return exception.EXIT_OK
 
 
@@ -136,5 +136,6 @@ def cmd_show(args, ctx) -> int:
     if export is None:
         raise exception.ExportNotFound(volume_id=args.volume_id)
     record = export.public(show_secrets=args.show_secrets)
-    ctx.output(record, "\n".join(f"{key}: {value}" for key, value in record.items()))
+    ctx.output(record, "\n".join(f"{key}: {value}" for key, value in record.items()),
+               reveal=args.show_secrets)
     return exception.EXIT_OK

@@ -156,7 +156,7 @@ def cmd_stats(args, ctx) -> int:
 def cmd_connection_info(args, ctx) -> int:
     driver = _driver(args, ctx)
     info = driver.initialize_connection(args.name, connector(args, driver))
-    ctx.output(info, json.dumps(info, indent=2))
+    ctx.output(info, json.dumps(info, indent=2), reveal=True)
     return exception.EXIT_OK
 
 

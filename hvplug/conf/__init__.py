@@ -7,11 +7,12 @@ Each group lives in its own module with ``register_opts(conf)`` and
 
 from oslo_config import cfg
 
-from hvplug.conf import backends, libvirt, target, xio
+from hvplug.conf import backends, libvirt, locks, target, xio
 
 CONF = cfg.CONF
 
 libvirt.register_opts(CONF)
+locks.register_opts(CONF)
 target.register_opts(CONF)
 xio.register_opts(CONF)
 backends.register_opts(CONF)

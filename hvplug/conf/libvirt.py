@@ -103,6 +103,11 @@ libvirt_opts = [
         "iscsi_login_timeout", default=30.0, min=1.0,
         help="Seconds one iscsiadm discovery or login may take before it is "
         "abandoned (a stuck offload login must not hang the attach)."),
+    cfg.IntOpt(
+        "bulk_workers", default=4, min=1, max=64,
+        help="Volumes one 'hvplug attach' or 'detach' with several "
+        "--connection-info handles at once (threads). Changes to one domain "
+        "still take turns under its lock; probes, logins and secrets overlap."),
     cfg.FloatOpt(
         "device_detach_timeout",
         default=30.0,

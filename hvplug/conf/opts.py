@@ -1,8 +1,8 @@
 """Entry point of ``oslo-config-generator --namespace hvplug``."""
 
-from hvplug.conf import backends, libvirt, target
+from hvplug.conf import backends, libvirt, locks, target
 
-_MODULES = (libvirt, target, backends)
+_MODULES = (libvirt, locks, target, backends)
 
 
 def list_opts():

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 from hvplug import exception
-from hvplug.utils.masking import redact
+from hvplug.utils.masking import mask_argv, redact
 
 LOG = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ def execute(*cmd: str, check_exit_code: tuple[int, ...] = (0,), timeout: float |
     ``on_output``, stdout is handed over chunk by chunk as it comes (e.g.
     ``qemu-img -p`` progress) instead of being returned.
     """
-    LOG.debug("running %s", redact(" ".join(cmd), list(secrets)))
+    LOG.debug("running %s", " ".join(mask_argv(cmd, secrets)))
     try:
         if on_output is None:
             result = subprocess.run(cmd, input=input, capture_output=True, text=True,

@@ -6,15 +6,11 @@ in a 0700 directory, fsynced, renamed over the old one, and the directory
 fsynced so the rename itself survives a crash.
 """
 
-import contextlib
-import fcntl
 import os
 import tempfile
-import threading
 from pathlib import Path
 
-_THREAD_LOCKS: dict[str, threading.Lock] = {}
-_THREAD_LOCKS_GUARD = threading.Lock()
+from hvplug.utils import locks
 
 
 def private_dir(directory: str | os.PathLike) -> Path:
@@ -46,25 +42,10 @@ def write_private_file(path: str | os.PathLike, text: str) -> None:
         os.close(dir_fd)
 
 
-@contextlib.contextmanager
 def locked(lock_file: str | os.PathLike):
-    """Hold ``lock_file`` against other threads and other processes.
+    """Hold ``lock_file`` against other threads and processes (no time limit).
 
-    A thread lock per path serialises this process (flock alone would not:
-    it is per open file description); the flock serialises processes.  An
-    existing directory is locked itself, so no lock file is left in it.
+    See :func:`hvplug.utils.locks.hold`; an existing directory is locked
+    itself, so no lock file is left in it.
     """
-    lock_file = Path(lock_file)
-    with _THREAD_LOCKS_GUARD:
-        thread_lock = _THREAD_LOCKS.setdefault(str(lock_file.resolve()), threading.Lock())
-    with thread_lock:
-        if lock_file.is_dir():
-            fd = os.open(lock_file, os.O_RDONLY)
-        else:
-            lock_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the flock
+    return locks.hold(lock_file)

@@ -1,7 +1,13 @@
 """Attach and detach flows: registry → connect → config → device name → libvirt.
 
-Any failure on the way undoes what was done, so a failed attach leaves no
-secret and no half-attached disk behind.
+Any failure on the way, an interrupt included, undoes what was done, so a
+failed attach leaves no secret and no half-attached disk behind.
+
+Each flow holds the domain's host-wide lock while it reads the domain,
+picks a device name and changes it, and the volume's locks (its secret
+usage) from defining the secret until the disk is in the domain, or from
+counting the secret's users until it is deleted; see
+:mod:`hvplug.utils.locks` for the order.
 
 >>> host = Host()
 >>> registry = VolumeDriverRegistry(host)
@@ -14,11 +20,14 @@ import logging
 import uuid
 from dataclasses import asdict, dataclass
 
+from lxml import etree
+
 from hvplug import exception
 from hvplug.conf import CONF
+from hvplug.utils import interrupts, locks
 from hvplug.utils.masking import mask_dict
 from hvplug.virt import guest_disks
-from hvplug.virt.guest_disks import DomainView
+from hvplug.virt.guest_disks import DomainView, FoundDisk
 from hvplug.virt.host import Host
 from hvplug.virt.volume.registry import VolumeDriverRegistry
 
@@ -33,6 +42,9 @@ class AttachResult:
     driver: str
     secret_uuid: str | None
     portal: str | None
+    live: bool = True
+    persistent: bool = False
+    promoted: bool = False  # already attached live; now added to the persistent config
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +57,7 @@ class DetachResult:
     driver: str
     live: bool
     persistent: bool
+    layer: str = "the source"  # where the volume was in the disk's chain
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +79,15 @@ def class_path(driver) -> str:
     return f"{type(driver).__module__}.{type(driver).__qualname__}"
 
 
+def volume_name(connection_info: dict) -> str:
+    data = connection_info["data"]
+    return str(connection_info.get("serial") or data.get("volume_id")
+               or data.get("target_iqn") or "(unnamed)")
+
+
 def _flags_for_attach(view: DomainView, persistent: bool) -> tuple[bool, bool]:
+    if view.managed_save:
+        raise exception.ManagedSaveConflict(domain=view.name, action="attaching a volume")
     if persistent and not view.persistent:
         raise exception.InvalidInput(
             reason=f"domain '{view.name}' is transient, so --persistent cannot apply; "
@@ -76,40 +97,87 @@ def _flags_for_attach(view: DomainView, persistent: bool) -> tuple[bool, bool]:
     return view.active, persistent
 
 
+def _domain_lock(host: Host, domain: str, operation: str):
+    return locks.domain_lock(host.domain_info(domain).uuid, operation)
+
+
 def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
                   connection_info: dict, bus: str | None = None,
                   dev: str | None = None, persistent: bool = False) -> AttachResult:
-    """Attach the volume of ``connection_info`` to ``domain``."""
+    """Attach the volume of ``connection_info`` to ``domain``.
+
+    A volume attached live only is, with ``persistent``, added to the
+    persistent configuration as well (``promoted``).
+    """
     check_connection_info(connection_info)
     driver = registry.driver_for(connection_info)
-    view = DomainView(host, domain)
-    live, persistent = _flags_for_attach(view, persistent)
-    _, attached = view.find(lambda disk: driver.is_same_volume(disk, connection_info))
-    if attached is not None:
-        raise exception.VolumeAlreadyAttached(
-            volume=_volume_name(connection_info), domain=domain, dev=attached.target_dev)
     bus = bus or CONF.libvirt.disk_bus
-    used = view.used_devs()
-    dev = (guest_disks.check_dev_name(dev, bus, used, domain) if dev
-           else guest_disks.free_dev_name(bus, used, domain))
-    LOG.debug("attaching %s to %s as %s", mask_dict(connection_info), domain, dev)
-    driver.connect_volume(connection_info, domain)
-    try:
-        xml = driver.get_config(connection_info, {"dev": dev, "bus": bus}).to_xml()
-        host.attach_device(domain, xml, live=live, persistent=persistent)
-    except Exception as exc:  # noqa: BLE001 - whatever failed, undo, then re-raise
-        _roll_back(host, driver, connection_info, domain, dev)
-        raise _attach_error(host, driver, connection_info, domain, exc) from None
+    guest_disks.check_bus(bus)
+    operation = f"attach volume {volume_name(connection_info)} to domain '{domain}'"
+    with _domain_lock(host, domain, operation):
+        view = DomainView(host, domain)
+        live, persistent = _flags_for_attach(view, persistent)
+        found = view.find(lambda layer: driver.is_same_volume(layer, connection_info))
+        if found is not None:
+            return _attached_already(host, driver, view, found, connection_info, persistent)
+        used = view.used_devs()
+        dev = (guest_disks.check_dev_name(dev, bus, used, domain) if dev
+               else guest_disks.free_dev_name(bus, used, domain))
+        with locks.all_of(driver.lock_names(connection_info), operation):
+            _plug(host, driver, connection_info, domain, dev, bus, live, persistent)
     data = connection_info["data"]
     return AttachResult(domain=domain, dev=dev, bus=bus, driver=class_path(driver),
                         secret_uuid=data.get("secret_uuid"),
-                        portal=(data.get("selected_target") or {}).get("portal"))
+                        portal=(data.get("selected_target") or {}).get("portal"),
+                        live=live, persistent=persistent)
 
 
-def _volume_name(connection_info: dict) -> str:
-    data = connection_info["data"]
-    return str(connection_info.get("serial") or data.get("volume_id")
-               or data.get("target_iqn") or "(unnamed)")
+def _plug(host, driver, connection_info, domain, dev, bus, live, persistent) -> None:
+    """connect_volume + attach, both undone on any failure or interrupt."""
+    LOG.debug("attaching %s to %s as %s", mask_dict(connection_info), domain, dev)
+    try:
+        driver.connect_volume(connection_info, domain)
+        LOG.debug("volume connected for %s; attaching device %s", domain, dev)
+        xml = driver.get_config(connection_info, {"dev": dev, "bus": bus}).to_xml()
+        host.attach_device(domain, xml, live=live, persistent=persistent)
+        LOG.debug("device %s attached to %s", dev, domain)
+    except BaseException as exc:  # an interrupt too: undo, then re-raise
+        with interrupts.deferred():
+            _roll_back(host, driver, connection_info, domain, dev)
+        if isinstance(exc, Exception):
+            raise _attach_error(host, driver, connection_info, domain, exc) from None
+        raise
+
+
+def _attached_already(host, driver, view: DomainView, found: FoundDisk,
+                      connection_info: dict, persistent: bool) -> AttachResult:
+    """Promote a live-only attach to the persistent config, else refuse."""
+    name, dev = volume_name(connection_info), found.target_dev
+    if not found.at_top:
+        raise exception.VolumeIsBackingLayer(volume=name, domain=view.name, dev=dev,
+                                             layer=found.describe_layer())
+    places = view.places(dev)
+    if not (persistent and places["live"] and not places["persistent"]):
+        where = " and ".join(p for p in ("live", "persistent") if places[p]) or "saved"
+        raise exception.VolumeAlreadyAttached(volume=name, domain=view.name,
+                                              dev=f"{dev} ({where})")
+    operation = f"add volume {name} to the persistent config of '{view.name}'"
+    with locks.all_of(driver.lock_names(connection_info), operation):
+        driver.connect_volume(connection_info, view.name)  # the secret, proven
+        host.attach_device(view.name, _config_disk_xml(found.xml), live=False,
+                           persistent=True)
+    LOG.info("promoted %s of %s to the persistent configuration", dev, view.name)
+    return AttachResult(domain=view.name, dev=dev, bus=found.disk.target_bus,
+                        driver=class_path(driver), secret_uuid=found.layer.auth_secret_uuid,
+                        portal=None, live=True, persistent=True, promoted=True)
+
+
+def _config_disk_xml(live_disk_xml: str) -> str:
+    """A live ``<disk>`` as the persistent config takes it: no runtime alias."""
+    element = etree.fromstring(live_disk_xml.encode())
+    for alias in element.findall("alias"):
+        element.remove(alias)
+    return etree.tostring(element, encoding="unicode")
 
 
 def _attach_error(host, driver, connection_info, domain, exc) -> Exception:
@@ -123,7 +191,7 @@ def _attach_error(host, driver, connection_info, domain, exc) -> Exception:
         return precise
     if host.is_code(exc, "VIR_ERR_OPERATION_INVALID") and not host.domain_state(domain)[0]:
         return exception.DomainNotRunning(domain=domain)
-    return exception.AttachFailed(volume=_volume_name(connection_info), domain=domain,
+    return exception.AttachFailed(volume=volume_name(connection_info), domain=domain,
                                   reason=message)
 
 
@@ -131,12 +199,13 @@ def _roll_back(host, driver, connection_info, domain, dev) -> None:
     """Undo a failed attach: a disk libvirt half-added, then the driver's work."""
     try:
         view = DomainView(host, domain)
-        leftover, _ = view.find(lambda disk: disk.target_dev == dev
-                                and driver.is_same_volume(disk, connection_info))
-        if leftover:
+        leftover = view.find(lambda disk: disk.target_dev == dev
+                             and driver.is_same_volume(disk, connection_info))
+        if leftover is not None:
             LOG.warning("removing half-attached %s from %s", dev, domain)
-            host.detach_device(domain, leftover, dev, live=view.active,
-                               persistent=view.persistent)
+            places = view.places(dev)
+            host.detach_device(domain, leftover.xml, dev, live=places["live"],
+                               persistent=places["persistent"])
     except Exception:
         LOG.exception("could not check %s for a half-attached %s", domain, dev)
     try:
@@ -150,43 +219,77 @@ def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     """Detach a volume, found by ``connection_info`` or by target ``dev``.
 
     It leaves wherever it is attached: the live domain, its persistent
-    configuration, or both.  A volume that is not attached changes nothing.
+    configuration, or both, also when it became a backing layer of the
+    disk (the overlay above it leaves with the disk).  A volume that is not
+    attached changes nothing.
     """
     if connection_info is None and not dev:
         raise exception.InvalidInput(reason="give a connection_info or a target device name")
-    view = DomainView(host, domain)
     driver = None
     if connection_info is not None:
         check_connection_info(connection_info)
         driver = registry.driver_for(connection_info)
-        xml, disk = view.find(lambda d: driver.is_same_volume(d, connection_info)
-                              and (not dev or d.target_dev == dev))
+    what = f"volume {volume_name(connection_info)}" if connection_info else f"device {dev}"
+    # An interrupt waits until the detach is complete, secret included.
+    with interrupts.deferred():
+        return _detach(host, registry, domain, driver, connection_info, dev,
+                       f"detach {what} from domain '{domain}'")
+
+
+def _detach(host, registry, domain, driver, connection_info, dev, operation) -> DetachResult:
+    with _domain_lock(host, domain, operation):
+        view = DomainView(host, domain)
+        found = _find_for_detach(view, driver, connection_info, dev)
+        if view.managed_save:
+            raise exception.ManagedSaveConflict(domain=domain, action="detaching a volume")
+        if driver is None:
+            driver, connection_info = _driver_of(registry, found, domain)
+        places = view.places(found.target_dev)
+        host.detach_device(domain, found.xml, found.target_dev, live=places["live"],
+                           persistent=places["persistent"])
+        LOG.debug("device %s detached from %s", found.target_dev, domain)
+    _remember_secret(connection_info, found.layer)
+    with locks.all_of(driver.lock_names(connection_info), operation):
+        driver.disconnect_volume(connection_info, domain)
+    return DetachResult(domain=domain, dev=found.target_dev, driver=class_path(driver),
+                        live=places["live"], persistent=places["persistent"],
+                        layer=found.describe_layer())
+
+
+def _find_for_detach(view, driver, connection_info, dev) -> FoundDisk:
+    if driver is not None:
+        found = view.find(lambda layer: driver.is_same_volume(layer, connection_info)
+                          and (not dev or layer.target_dev in (None, dev)))
+        if found is not None and dev and found.target_dev != dev:
+            found = None
     else:
-        xml, disk = view.find(lambda d: d.target_dev == dev)
-    if disk is None:
-        what = (f"Volume {_volume_name(connection_info)}" if connection_info
+        found = view.find(lambda layer: layer.target_dev == dev)
+    if found is None:
+        what = (f"Volume {volume_name(connection_info)}" if connection_info
                 else f"Device {dev}")
-        raise exception.VolumeNotAttached(what=what, domain=domain)
-    if driver is None:
-        found = registry.driver_for_disk(disk)
-        if found is None:
-            raise exception.InvalidInput(
-                reason=f"{dev} on '{domain}' is not a volume any configured "
-                "volume driver handles; use virsh detach-disk")
-        driver, connection_info = found
-    return _detach(host, driver, view, xml, disk, connection_info)
+        raise exception.VolumeNotAttached(what=what, domain=view.name)
+    return found
 
 
-def _detach(host, driver, view, xml, disk, connection_info) -> DetachResult:
-    dev = disk.target_dev
-    live = bool(view.live_xml and dev in guest_disks.target_devs(view.live_xml))
-    persistent = bool(view.config_xml and dev in guest_disks.target_devs(view.config_xml))
-    host.detach_device(view.name, xml, dev, live=live, persistent=persistent)
-    if disk.auth_secret_uuid:
-        connection_info["data"]["secret_uuid"] = disk.auth_secret_uuid
-    driver.disconnect_volume(connection_info, view.name)
-    return DetachResult(domain=view.name, dev=dev, driver=class_path(driver),
-                        live=live, persistent=persistent)
+def _driver_of(registry, found: FoundDisk, domain: str):
+    """The driver, and a connection_info, of the first layer a driver handles."""
+    for kind, depth, layer in guest_disks.layers(etree.fromstring(found.xml.encode())):
+        handled = registry.driver_for_disk(layer)
+        if handled is not None:
+            found.layer, found.kind, found.depth = layer, kind, depth
+            return handled
+    raise exception.InvalidInput(
+        reason=f"{found.target_dev} on '{domain}' is not a volume any configured "
+        "volume driver handles; use virsh detach-disk")
+
+
+def _remember_secret(connection_info: dict, layer) -> None:
+    """Point disconnect_volume at the secret the disk really referenced."""
+    data = connection_info["data"]
+    if layer.auth_secret_uuid:
+        data["secret_uuid"] = layer.auth_secret_uuid
+    elif layer.auth_secret_usage:
+        data["secret_usage"] = layer.auth_secret_usage
 
 
 def render_volume(registry: VolumeDriverRegistry, connection_info: dict,

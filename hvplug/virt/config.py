@@ -392,6 +392,29 @@ class LibvirtConfigGuestDisk(LibvirtConfigObject):
         return super().format_dom()
 
 
+class LibvirtConfigDiskLayer(LibvirtConfigGuestDisk):
+    """A lower layer of a ``<disk>``, read only: a ``<backingStore>`` (what
+    the disk's source was before an external snapshot put an overlay on
+    top) or the ``<mirror>`` of a block copy.  Both carry ``type``,
+    ``<source>`` and ``<auth>`` exactly as a disk does::
+
+        <backingStore type='network' index='1'>
+          <source protocol='iscsi' name='iqn.x/1'> ... <auth>...</auth></source>
+        </backingStore>
+    """
+
+    root_name = "backingStore"
+    LAYER_TAGS = ("backingStore", "mirror")
+
+    def parse_dom(self, element: etree._Element) -> None:
+        if element.tag not in self.LAYER_TAGS:
+            raise exception.InvalidInput(
+                reason=f"expected a disk layer ({', '.join(self.LAYER_TAGS)}), "
+                f"got <{element.tag}>")
+        for prop in self.xml_properties():
+            setattr(self, prop.name, prop.read(self, element))
+
+
 _USAGE_ID_PATHS = {
     "iscsi": "./usage/target",
     "ceph": "./usage/name",

@@ -1,7 +1,14 @@
-"""A domain's disks, read from its XML, and free target device names."""
+"""A domain's disks, read from its XML, and free target device names.
+
+A volume can sit below a disk's top: after ``virsh snapshot-create-as
+--disk-only`` it is the ``<backingStore>`` of an overlay file, and during
+``virsh blockcopy`` a disk carries a ``<mirror>``.  :func:`layers` yields
+every such layer, so a volume is found wherever it is in the chain.
+"""
 
 import itertools
 import string
+from dataclasses import dataclass
 
 from lxml import etree
 
@@ -21,6 +28,72 @@ def disks(domain_xml: str) -> list[config.LibvirtConfigGuestDisk]:
         disk.parse_dom(element)
         found.append(disk)
     return found
+
+
+def layers(element: etree._Element):
+    """``(kind, depth, layer)`` of a ``<disk>`` element, top first.
+
+    ``kind`` is ``source`` (the disk's own source, depth 0), ``backing``
+    (depth n: the n-th ``<backingStore>`` down) or ``mirror``.
+    """
+    top = config.LibvirtConfigGuestDisk()
+    top.parse_dom(element)
+    yield "source", 0, top
+    current, depth = element, 0
+    while (store := current.find("backingStore")) is not None and len(store):
+        depth += 1
+        layer = config.LibvirtConfigDiskLayer()
+        layer.parse_dom(store)
+        yield "backing", depth, layer
+        current = store
+    mirror = element.find("mirror")
+    if mirror is not None and len(mirror):
+        layer = config.LibvirtConfigDiskLayer()
+        layer.parse_dom(mirror)
+        yield "mirror", 0, layer
+
+
+@dataclass
+class FoundDisk:
+    """A disk of a domain and the layer of it that matched."""
+
+    xml: str  # the whole <disk> element, as libvirt wrote it
+    disk: config.LibvirtConfigGuestDisk  # the disk (its top layer)
+    layer: config.LibvirtConfigGuestDisk  # the matching layer; ``disk`` at the top
+    kind: str  # "source", "backing" or "mirror"
+    depth: int
+
+    @property
+    def target_dev(self) -> str:
+        return self.disk.target_dev
+
+    @property
+    def at_top(self) -> bool:
+        return self.kind == "source"
+
+    def describe_layer(self) -> str:
+        """``backing layer 1 under /var/lib/x.qcow2``, ``the source``, ..."""
+        if self.kind == "source":
+            return "the source"
+        top = self.disk.source_path or self.disk.source_name or "(unnamed)"
+        if self.kind == "mirror":
+            return f"the block-copy mirror of {top}"
+        return f"backing layer {self.depth} under {top}"
+
+
+def find_disk(domain_xml: str, match) -> FoundDisk | None:
+    """The first disk with a layer where ``match(layer)``, top layers first."""
+    root = etree.fromstring(domain_xml.encode())
+    for element in root.iterfind("./devices/disk"):
+        found = [(kind, depth, layer) for kind, depth, layer in layers(element)
+                 if match(layer)]
+        if found:
+            kind, depth, layer = found[0]
+            disk = config.LibvirtConfigGuestDisk()
+            disk.parse_dom(element)
+            return FoundDisk(etree.tostring(element, encoding="unicode"), disk, layer,
+                             kind, depth)
+    return None
 
 
 def target_devs(domain_xml: str) -> set[str]:
@@ -74,29 +147,42 @@ def check_dev_name(dev: str, bus: str, used: set[str], domain: str) -> str:
 
 
 class DomainView:
-    """What an attach or detach needs to know about a domain, read once."""
+    """What an attach or detach needs to know about a domain, read once.
+
+    ``saved_xml`` is the XML of a managed save image (``virsh managedsave``):
+    what the domain resumes with at its next start.
+    """
 
     def __init__(self, host, domain: str):
         self.name = domain
-        self.active, self.persistent = host.domain_state(domain)
+        state = host.domain_info(domain)
+        self.uuid, self.active, self.persistent = state.uuid, state.active, state.persistent
+        self.managed_save = state.managed_save
         self.live_xml = host.domain_xml(domain) if self.active else None
         self.config_xml = host.domain_xml(domain, inactive=True) if self.persistent else None
+        self.saved_xml = host.managed_save_xml(domain) if self.managed_save else None
 
     @property
     def current_xml(self) -> str:
-        """The live XML of a running domain, else its configuration."""
-        return self.live_xml or self.config_xml
+        """The live XML of a running domain, its saved image's, else its configuration."""
+        return self.live_xml or self.saved_xml or self.config_xml
 
     def xmls(self) -> list[str]:
-        return [xml for xml in (self.live_xml, self.config_xml) if xml]
+        return [xml for xml in (self.live_xml, self.saved_xml, self.config_xml) if xml]
 
     def used_devs(self) -> set[str]:
         return set().union(*(target_devs(xml) for xml in self.xmls()))
 
-    def find(self, match) -> tuple[str | None, object | None]:
-        """``(disk_xml, disk)`` of the first disk where ``match(disk)``."""
+    def find(self, match) -> FoundDisk | None:
+        """The first disk, live then saved then persistent, with a layer where ``match``."""
         for xml in self.xmls():
-            for disk in disks(xml):
-                if match(disk):
-                    return disk_xml(xml, disk.target_dev), disk
-        return None, None
+            found = find_disk(xml, match)
+            if found is not None:
+                return found
+        return None
+
+    def places(self, dev: str) -> dict[str, bool]:
+        """Where disk ``dev`` is: ``{"live": ..., "persistent": ..., "saved": ...}``."""
+        return {"live": bool(self.live_xml and dev in target_devs(self.live_xml)),
+                "persistent": bool(self.config_xml and dev in target_devs(self.config_xml)),
+                "saved": bool(self.saved_xml and dev in target_devs(self.saved_xml))}

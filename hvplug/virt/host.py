@@ -14,13 +14,14 @@ import importlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from lxml import etree
 
 from hvplug import exception
 from hvplug.conf import CONF
-from hvplug.virt import config
 from hvplug.virt.guest_disks import target_devs
 
 LOG = logging.getLogger(__name__)
@@ -31,12 +32,39 @@ T = TypeVar("T")
 _CONNECTION_ERRORS = ("VIR_ERR_SYSTEM_ERROR", "VIR_ERR_INVALID_CONN",
                       "VIR_ERR_NO_CONNECT", "VIR_ERR_RPC")
 
+# A domain, image or snapshot deleted between a listing and the fetch.
+_VANISHED = ("VIR_ERR_NO_DOMAIN", "VIR_ERR_NO_DOMAIN_SNAPSHOT", "VIR_ERR_OPERATION_INVALID")
+
 _USAGE_TYPES = {"volume": "VIR_SECRET_USAGE_TYPE_VOLUME",
                 "ceph": "VIR_SECRET_USAGE_TYPE_CEPH",
                 "iscsi": "VIR_SECRET_USAGE_TYPE_ISCSI"}
 
 _DETACH_FIRST_POLL = 0.005
 _DETACH_MAX_POLL = 0.25
+# Threads that fetch domain XML for a host-wide scan: libvirtd answers
+# calls on one connection in parallel, so a scan of many domains takes a
+# fraction of the time of one-by-one calls.
+_SCAN_WORKERS = 4
+
+
+@dataclass(frozen=True)
+class DomainInfo:
+    uuid: str
+    active: bool
+    persistent: bool
+    managed_save: bool  # has a managed save image: its next start resumes it
+
+
+@dataclass(frozen=True)
+class DomainDocument:
+    """One XML document of a domain that libvirt may start from.
+
+    ``where`` is ``live``, ``config``, ``managed-save`` or ``snapshot NAME``.
+    """
+
+    domain: str
+    where: str
+    xml: str
 
 
 def import_libvirt():
@@ -132,6 +160,18 @@ class Host:
                 return func(self._lookup(conn, name))
         return self.call(run)
 
+    def domain_info(self, name: str) -> DomainInfo:
+        """uuid, state and managed-save image of domain ``name``."""
+        def read(dom) -> DomainInfo:
+            active, persistent = bool(dom.isActive()), bool(dom.isPersistent())
+            saved = bool(not active and persistent and dom.hasManagedSaveImage(0))
+            return DomainInfo(dom.UUIDString(), active, persistent, saved)
+        return self.domain_call(name, read)
+
+    def managed_save_xml(self, name: str) -> str:
+        """The domain XML inside ``name``'s managed save image."""
+        return self.domain_call(name, lambda dom: dom.managedSaveGetXMLDesc(0))
+
     def domain_state(self, name: str) -> tuple[bool, bool]:
         """``(active, persistent)`` of domain ``name``."""
         return self.domain_call(
@@ -192,33 +232,57 @@ class Host:
         """The size of disk ``dev`` as QEMU sees it, in bytes."""
         return self.domain_call(name, lambda dom: dom.blockInfo(dev)[0])
 
-    def domain_xmls(self) -> dict[str, list[str]]:
-        """Every domain's live XML, and its persistent XML when it has one."""
-        def scan(conn) -> dict[str, list[str]]:
-            found = {}
-            for dom in conn.listAllDomains(0):
-                xmls = self._xmls_of(dom)
-                if xmls:
-                    found[dom.name()] = xmls
-            return found
-        return self.call(scan)
+    def domain_documents(self) -> list[DomainDocument]:
+        """Every XML document libvirt may start a domain from, host-wide.
 
-    def _xmls_of(self, dom) -> list[str]:
+        Live XML of running domains, persistent configuration, managed save
+        images and snapshot metadata.  Four listing calls pick the domains;
+        the documents are then fetched in parallel.  A domain, image or
+        snapshot that vanished meanwhile is skipped: it no longer needs
+        anything.
+        """
+        lib = self.libvirt
+
+        def listing(conn) -> list[tuple[str, Any, str]]:
+            wanted = []
+            for flag, where in ((lib.VIR_CONNECT_LIST_DOMAINS_ACTIVE, "live"),
+                                (lib.VIR_CONNECT_LIST_DOMAINS_PERSISTENT, "config"),
+                                (lib.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, "managed-save"),
+                                (lib.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, "snapshots")):
+                wanted += [(dom.name(), dom, where) for dom in conn.listAllDomains(flag)]
+            return wanted
+        jobs = self.call(listing)
+        if len(jobs) <= 2:
+            fetched = [self._fetch(job) for job in jobs]
+        else:
+            with ThreadPoolExecutor(min(_SCAN_WORKERS, len(jobs))) as pool:
+                fetched = list(pool.map(self._fetch, jobs))
+        return [doc for docs in fetched for doc in docs]
+
+    def _fetch(self, job: tuple[str, Any, str]) -> list[DomainDocument]:
+        name, dom, where = job
+        lib = self.libvirt
         try:
-            xmls = [dom.XMLDesc(0)]
-            if dom.isActive() and dom.isPersistent():
-                xmls.append(dom.XMLDesc(self.libvirt.VIR_DOMAIN_XML_INACTIVE))
-        except self.libvirt.libvirtError as exc:
-            # A domain that vanished since the listing no longer uses anything.
-            if self.is_code(exc, "VIR_ERR_NO_DOMAIN"):
+            if where == "live":
+                return [DomainDocument(name, where, dom.XMLDesc(0))]
+            if where == "config":
+                return [DomainDocument(name, where, dom.XMLDesc(lib.VIR_DOMAIN_XML_INACTIVE))]
+            if where == "managed-save":
+                return [DomainDocument(name, where, dom.managedSaveGetXMLDesc(0))]
+            return [DomainDocument(name, f"snapshot {snap.getName()}", snap.getXMLDesc(0))
+                    for snap in dom.listAllSnapshots(0)]
+        except lib.libvirtError as exc:
+            if any(self.is_code(exc, code) for code in _VANISHED):
                 return []
             raise
-        return xmls
 
-    def domains_using_secret(self, uuid: str) -> list[str]:
-        """Names of domains whose live or persistent XML references secret ``uuid``."""
-        return [name for name, xmls in self.domain_xmls().items()
-                if any(_references_secret(xml, uuid) for xml in xmls)]
+    def domain_xmls(self) -> dict[str, list[str]]:
+        """Every domain's live and persistent XML, by name."""
+        found: dict[str, list[str]] = {}
+        for doc in self.domain_documents():
+            if doc.where in ("live", "config"):
+                found.setdefault(doc.domain, []).append(doc.xml)
+        return found
 
     # -- secrets ----------------------------------------------------------
     def _usage_code(self, usage_type: str) -> int:
@@ -239,27 +303,25 @@ class Host:
                 return None
             raise
 
-    def secret_exists(self, uuid: str) -> bool:
+    def secret_by_uuid(self, uuid: str):
+        """The virSecret ``uuid``, or None. Only 'no such secret' means None."""
         try:
-            self.call(lambda conn: conn.secretLookupByUUIDString(uuid))
+            return self.call(lambda conn: conn.secretLookupByUUIDString(uuid))
         except self.libvirt.libvirtError as exc:
             if self.is_code(exc, "VIR_ERR_NO_SECRET"):
-                return False
+                return None
             raise
-        return True
 
-    def define_secret(self, secret_config: config.LibvirtConfigSecret, value: bytes) -> str:
-        """Define the secret unless one with its usage exists; set its value.
+    def secret_exists(self, uuid: str) -> bool:
+        return self.secret_by_uuid(uuid) is not None
 
-        The value is set through the API every time, so a changed password
-        takes effect.  Returns the secret's UUID.
-        """
-        secret = self.find_secret(secret_config.usage_type, secret_config.usage_id)
-        if secret is None:
-            xml = secret_config.to_xml()
-            secret = self.call(lambda conn: conn.secretDefineXML(xml))
-        secret.setValue(value)
-        return secret.UUIDString()
+    def list_secrets(self) -> list:
+        """Every secret libvirt knows on this host."""
+        return self.call(lambda conn: conn.listAllSecrets(0))
+
+    def define_secret_xml(self, xml: str):
+        """Define a secret from ``xml``; the new virSecret."""
+        return self.call(lambda conn: conn.secretDefineXML(xml))
 
     def delete_secret(self, uuid: str) -> bool:
         """Undefine secret ``uuid``; False when it did not exist."""
@@ -271,8 +333,3 @@ class Host:
                 return False
             raise
         return True
-
-
-def _references_secret(domain_xml: str, uuid: str) -> bool:
-    root = etree.fromstring(domain_xml.encode())
-    return bool(root.xpath(".//secret[@uuid=$uuid]", uuid=uuid))

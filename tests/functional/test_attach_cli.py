@@ -24,7 +24,8 @@ from tests.functional.helpers import (
     wait_for,
 )
 
-ATTACH_KEYS = {"domain", "dev", "bus", "driver", "secret_uuid", "portal"}
+ATTACH_KEYS = {"domain", "dev", "bus", "driver", "secret_uuid", "portal", "live",
+               "persistent", "promoted"}
 
 
 def test_attach_detach_with_chap(host, make_guest, make_volume):
@@ -57,11 +58,13 @@ def test_attach_detach_with_chap(host, make_guest, make_volume):
     assert private.value.get_error_code() == host.libvirt.VIR_ERR_INVALID_SECRET
     secret_xml = secret.XMLDesc(0)
     assert "ephemeral='no'" in secret_xml and "private='yes'" in secret_xml
+    assert "<description>hvplug-owned: " in secret_xml  # the ownership marker
 
     listed = run_json("list", "--domain", domain)
     assert listed == {"domain": domain, "volumes": [{
-        "dev": dev, "bus": "scsi", "protocol": "iscsi", "source": volume.usage_id,
-        "portal": "127.0.0.1:3260", "secret_uuid": result["secret_uuid"]}]}
+        "dev": dev, "bus": "scsi", "layer": "source", "protocol": "iscsi",
+        "source": volume.usage_id, "portal": "127.0.0.1:3260",
+        "secret_uuid": result["secret_uuid"], "secret_usage": None}]}
     verified = run_json("verify", "--domain", domain)
     assert verified["ok"] is True
     assert [(d["dev"], d["source"], d["ok"]) for d in verified["disks"]] == [

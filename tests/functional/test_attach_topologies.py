@@ -5,7 +5,7 @@ import copy
 
 from lxml import etree
 
-from hvplug.virt import guest_disks
+from hvplug.virt import guest_disks, secrets
 from hvplug.virt.volume.net import LibvirtNetVolumeDriver
 from tests.functional.helpers import (
     attach,
@@ -35,7 +35,8 @@ def test_two_domains_share_a_volume(host, make_guest, make_volume):
         assert disk.find("shareable") is not None
         assert domblklist(domain) == {"sda": volume.usage_id}
     assert wait_for(lambda: len(sessions(volume.tid)) == 2), sessions(volume.tid)
-    assert set(host.domains_using_secret(a["secret_uuid"])) == {first, second}
+    ref = secrets.SecretRef(a["secret_uuid"], "iscsi", volume.usage_id)
+    assert {user.domain for user in secrets.users(host, ref)} == {first, second}
 
     detach(first, volume)
     assert domblklist(first) == {}
@@ -99,7 +100,8 @@ def test_persistent_attach_and_detach(host, make_guest, make_volume):
     live_disk = guest_disks.disk_xml(host.domain_xml(domain), dev)
     host.detach_device(domain, live_disk, dev, live=True, persistent=False)
     assert domblklist(domain) == {}
-    assert host.domains_using_secret(uuid) == [domain]
+    users = secrets.users(host, secrets.SecretRef(uuid, "iscsi", volume.usage_id))
+    assert [(u.domain, u.where) for u in users] == [(domain, "config")]
     driver = LibvirtNetVolumeDriver(host)
     driver.disconnect_volume(copy.deepcopy(volume), domain)
     assert host.secret_exists(uuid)

@@ -37,6 +37,11 @@ class LibvirtBaseVolumeDriver:
     def disconnect_volume(self, connection_info: dict, domain: str) -> None:
         """Undo ``connect_volume`` once ``domain`` no longer uses the volume."""
 
+    def lock_names(self, connection_info: dict) -> list[str]:
+        """Host-wide locks (``hvplug.utils.locks``) that connect_volume +
+        attach, and disconnect_volume, run under; none by default."""
+        return []
+
     def get_config(self, connection_info: dict,
                    disk_info: dict) -> config.LibvirtConfigGuestDisk:
         """The guest disk; ``disk_info`` holds ``dev`` and ``bus``."""
@@ -56,6 +61,12 @@ class LibvirtBaseVolumeDriver:
 
     def secret_config(self, connection_info: dict) -> config.LibvirtConfigSecret | None:
         """The libvirt secret this volume needs, if any (without its value)."""
+        return None
+
+    def recreate_secret(self, connection_info: dict, source_name: str,
+                        uuid: str | None = None) -> str | None:
+        """Define again the libvirt secret an attached disk of this volume
+        needs; None when the driver keeps no libvirt secret."""
         return None
 
     def extend_volume(self, connection_info: dict, domain: str, dev: str,

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from hvplug import exception
 from hvplug.conf import CONF
-from hvplug.utils import portals
-from hvplug.virt import config
+from hvplug.utils import locks, portals
+from hvplug.virt import config, secrets
 from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, require
 
 LOG = logging.getLogger(__name__)
@@ -141,6 +141,11 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                         targets[0].portal, targets[index].portal)
         return targets[index]
 
+    def lock_names(self, connection_info: dict) -> list[str]:
+        """The secret-usage locks of every target the volume may be reached at."""
+        return [locks.secret_lock_name("iscsi", t.source_name)
+                for t in iscsi_targets(connection_info["data"])]
+
     def connect_volume(self, connection_info: dict, domain: str) -> None:
         data = connection_info["data"]
         target = self.select_target(connection_info)
@@ -148,24 +153,30 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                                    "lun": target.lun}
         credentials = chap_credentials(data)
         if credentials:
-            self._protect_shared_secret(target, credentials)
-            data["secret_uuid"] = self.host.define_secret(
-                self.secret_config(connection_info), credentials[1].encode())
+            data["secret_uuid"] = secrets.ensure_secret(
+                self.host, self.secret_config(connection_info), credentials[1].encode(),
+                prove=lambda: self.check_login(target, credentials))
 
-    def _protect_shared_secret(self, target: ISCSITarget,
-                               credentials: tuple[str, str]) -> None:
-        """Prove new credentials before they overwrite a secret others use.
+    def recreate_secret(self, connection_info: dict, source_name: str,
+                        uuid: str | None = None) -> str | None:
+        """Define the lost secret of an attached disk again (``hvplug reconcile``).
 
-        The secret is private, so a value replaced by a wrong password could
-        not be put back; a failed attach must leave the other domains'
-        secret as it was.
+        The credentials are proven by a login first, so a wrong password
+        never becomes a secret a disk depends on.  ``source_name``: the
+        disk's ``<iqn>/<lun>``; ``uuid``: the secret uuid it references.
+        Returns the secret's uuid; None without CHAP.
         """
-        secret = self.host.find_secret("iscsi", target.source_name)
-        if secret is None or not self.host.domains_using_secret(secret.UUIDString()):
-            return
-        error = self.check_login(target, credentials)
-        if error is not None:
-            raise error
+        data = connection_info["data"]
+        credentials = chap_credentials(data)
+        if not credentials:
+            return None
+        targets = self.validate(connection_info)
+        target = next((t for t in targets if t.source_name == source_name), targets[0])
+        data["selected_target"] = {"portal": target.portal, "iqn": target.iqn,
+                                   "lun": target.lun}
+        return secrets.ensure_secret(
+            self.host, self.secret_config(connection_info), credentials[1].encode(),
+            prove=lambda: self.check_login(target, credentials), uuid=uuid, prove_new=True)
 
     def check_login(self, target: ISCSITarget,
                     credentials: tuple[str, str]) -> exception.HvplugError | None:
@@ -197,7 +208,7 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         source_name = self.chosen_target(connection_info).source_name
         conf = config.LibvirtConfigSecret()
         conf.ephemeral, conf.private = False, True
-        conf.description = f"hvplug CHAP secret for iSCSI volume {source_name}"
+        conf.description = secrets.owned_description(source_name)
         conf.usage_type, conf.usage_id = "iscsi", source_name
         return conf
 
@@ -227,23 +238,16 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         return conf
 
     def disconnect_volume(self, connection_info: dict, domain: str) -> None:
-        """Remove the CHAP secret, unless another domain still references it."""
+        """Remove the CHAP secret if hvplug made it and nothing needs it any more."""
         data = connection_info["data"]
-        uuids = [data["secret_uuid"]] if data.get("secret_uuid") else [
-            secret.UUIDString() for secret in self._usage_secrets(connection_info)]
-        for uuid in uuids:
-            users = self.host.domains_using_secret(uuid)
-            if users:
-                LOG.info("keeping secret %s: still used by %s", uuid, ", ".join(users))
-            else:
-                self.host.delete_secret(uuid)
-
-    def _usage_secrets(self, connection_info: dict) -> list:
-        if not chap_credentials(connection_info["data"]):
-            return []
-        found = (self.host.find_secret("iscsi", t.source_name)
-                 for t in self.validate(connection_info))
-        return [secret for secret in found if secret is not None]
+        if data.get("secret_uuid"):
+            found = [self.host.secret_by_uuid(data["secret_uuid"])]
+        else:
+            usages = ([data["secret_usage"]] if data.get("secret_usage")
+                      else [t.source_name for t in iscsi_targets(data)])
+            found = [self.host.find_secret("iscsi", usage) for usage in usages]
+        for secret in filter(None, found):
+            secrets.release_secret(self.host, secret)
 
     def is_same_volume(self, disk: config.LibvirtConfigGuestDisk,
                        connection_info: dict) -> bool:
@@ -260,9 +264,12 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         host, port = disk.source_hosts[0] if disk.source_hosts else ("", None)
         data = {"target_iqn": iqn, "target_lun": int(lun) if lun.isdigit() else lun,
                 "target_portal": portals.format_portal(host, int(port or portals.DEFAULT_ISCSI_PORT))}
+        if disk.auth_secret_uuid or disk.auth_secret_usage:
+            data.update(auth_method="CHAP", auth_username=disk.auth_username)
         if disk.auth_secret_uuid:
-            data.update(auth_method="CHAP", auth_username=disk.auth_username,
-                        secret_uuid=disk.auth_secret_uuid)
+            data["secret_uuid"] = disk.auth_secret_uuid
+        elif disk.auth_secret_usage:
+            data["secret_usage"] = disk.auth_secret_usage
         return {"driver_volume_type": cls.driver_volume_type, "data": data,
                 "serial": disk.serial}
 
