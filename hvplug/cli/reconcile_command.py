@@ -6,8 +6,8 @@ Exit codes: 0 the host is right (after any repairs, or with nothing to do);
 ``--dry-run``, something would change; 2 bad input.
 
 JSON (``--json``): ``{"ok": bool, "dry_run": bool, "findings": [{"kind":
-"orphan-secret"|"missing-secret", "secret", "action", "ok", "domain",
-"where", "dev", "source", "detail"}]}``.
+"orphan-secret"|"missing-secret", "secret_uuid", "secret_usage", "action",
+"ok", "domain", "where", "dev", "source", "detail"}]}``.
 """
 
 import argparse
@@ -37,8 +37,9 @@ def _line(finding) -> str:
     where = (f" on '{finding.domain}' ({finding.where}, {finding.dev or '-'})"
              if finding.domain else "")
     what = "orphan secret" if finding.kind == "orphan-secret" else "missing secret"
+    name = finding.secret_uuid or f"with usage '{finding.secret_usage}'"
     detail = f": {finding.detail}" if finding.detail else ""
-    return f"{what} {finding.secret} [{finding.source or '-'}]{where}: {finding.action}{detail}"
+    return f"{what} {name} [{finding.source or '-'}]{where}: {finding.action}{detail}"
 
 
 def cmd_reconcile(args, ctx) -> int:

@@ -16,6 +16,7 @@ counting the secret's users until it is deleted; see
 'sda'
 """
 
+import contextlib
 import logging
 import uuid
 from dataclasses import asdict, dataclass
@@ -97,8 +98,17 @@ def _flags_for_attach(view: DomainView, persistent: bool) -> tuple[bool, bool]:
     return view.active, persistent
 
 
-def _domain_lock(host: Host, domain: str, operation: str):
-    return locks.domain_lock(host.domain_info(domain).uuid, operation)
+@contextlib.contextmanager
+def _locked_view(host: Host, domain: str, operation: str):
+    """The domain's lock held, and its DomainView read under it."""
+    uuid = host.domain_uuid(domain)
+    with locks.domain_lock(uuid, operation):
+        view = DomainView(host, domain)
+        if view.uuid != uuid:  # re-created under the same name while we waited
+            raise exception.LibvirtError(
+                action=f"lock domain '{domain}'",
+                reason="it was undefined and defined again meanwhile; retry")
+        yield view
 
 
 def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
@@ -114,10 +124,10 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     bus = bus or CONF.libvirt.disk_bus
     guest_disks.check_bus(bus)
     operation = f"attach volume {volume_name(connection_info)} to domain '{domain}'"
-    with _domain_lock(host, domain, operation):
-        view = DomainView(host, domain)
+    with _locked_view(host, domain, operation) as view:
         live, persistent = _flags_for_attach(view, persistent)
-        found = view.find(lambda layer: driver.is_same_volume(layer, connection_info))
+        found = view.find(lambda layer: driver.is_same_volume(layer, connection_info),
+                          driver.disk_needles(connection_info))
         if found is not None:
             return _attached_already(host, driver, view, found, connection_info, persistent)
         used = view.used_devs()
@@ -200,7 +210,8 @@ def _roll_back(host, driver, connection_info, domain, dev) -> None:
     try:
         view = DomainView(host, domain)
         leftover = view.find(lambda disk: disk.target_dev == dev
-                             and driver.is_same_volume(disk, connection_info))
+                             and driver.is_same_volume(disk, connection_info),
+                             driver.disk_needles(connection_info))
         if leftover is not None:
             LOG.warning("removing half-attached %s from %s", dev, domain)
             places = view.places(dev)
@@ -237,8 +248,7 @@ def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
 
 
 def _detach(host, registry, domain, driver, connection_info, dev, operation) -> DetachResult:
-    with _domain_lock(host, domain, operation):
-        view = DomainView(host, domain)
+    with _locked_view(host, domain, operation) as view:
         found = _find_for_detach(view, driver, connection_info, dev)
         if view.managed_save:
             raise exception.ManagedSaveConflict(domain=domain, action="detaching a volume")
@@ -259,7 +269,8 @@ def _detach(host, registry, domain, driver, connection_info, dev, operation) -> 
 def _find_for_detach(view, driver, connection_info, dev) -> FoundDisk:
     if driver is not None:
         found = view.find(lambda layer: driver.is_same_volume(layer, connection_info)
-                          and (not dev or layer.target_dev in (None, dev)))
+                          and (not dev or layer.target_dev in (None, dev)),
+                          driver.disk_needles(connection_info))
         if found is not None and dev and found.target_dev != dev:
             found = None
     else:

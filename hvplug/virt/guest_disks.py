@@ -81,18 +81,28 @@ class FoundDisk:
         return f"backing layer {self.depth} under {top}"
 
 
-def find_disk(domain_xml: str, match) -> FoundDisk | None:
-    """The first disk with a layer where ``match(layer)``, top layers first."""
+def find_disk(domain_xml: str, match, needles: list[str] | None = None) -> FoundDisk | None:
+    """The first disk with a layer where ``match(layer)``, top layers first.
+
+    ``needles``: strings one of which a matching ``<disk>`` element's XML
+    must contain; disks without any are not parsed (parsing every layer of
+    a domain with many disks is what an attach would otherwise spend its
+    time on).
+    """
+    if needles is not None and not any(needle in domain_xml for needle in needles):
+        return None
     root = etree.fromstring(domain_xml.encode())
     for element in root.iterfind("./devices/disk"):
+        text = etree.tostring(element, encoding="unicode")
+        if needles is not None and not any(needle in text for needle in needles):
+            continue
         found = [(kind, depth, layer) for kind, depth, layer in layers(element)
                  if match(layer)]
         if found:
             kind, depth, layer = found[0]
             disk = config.LibvirtConfigGuestDisk()
             disk.parse_dom(element)
-            return FoundDisk(etree.tostring(element, encoding="unicode"), disk, layer,
-                             kind, depth)
+            return FoundDisk(text, disk, layer, kind, depth)
     return None
 
 
@@ -173,10 +183,11 @@ class DomainView:
     def used_devs(self) -> set[str]:
         return set().union(*(target_devs(xml) for xml in self.xmls()))
 
-    def find(self, match) -> FoundDisk | None:
-        """The first disk, live then saved then persistent, with a layer where ``match``."""
+    def find(self, match, needles: list[str] | None = None) -> FoundDisk | None:
+        """The first disk, live then saved then persistent, with a layer where
+        ``match`` (see :func:`find_disk` for ``needles``)."""
         for xml in self.xmls():
-            found = find_disk(xml, match)
+            found = find_disk(xml, match, needles)
             if found is not None:
                 return found
         return None

@@ -14,7 +14,6 @@ import importlib
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -22,6 +21,7 @@ from lxml import etree
 
 from hvplug import exception
 from hvplug.conf import CONF
+from hvplug.virt.domain_scan import DomainDocument, DomainScanner
 from hvplug.virt.guest_disks import target_devs
 
 LOG = logging.getLogger(__name__)
@@ -32,19 +32,12 @@ T = TypeVar("T")
 _CONNECTION_ERRORS = ("VIR_ERR_SYSTEM_ERROR", "VIR_ERR_INVALID_CONN",
                       "VIR_ERR_NO_CONNECT", "VIR_ERR_RPC")
 
-# A domain, image or snapshot deleted between a listing and the fetch.
-_VANISHED = ("VIR_ERR_NO_DOMAIN", "VIR_ERR_NO_DOMAIN_SNAPSHOT", "VIR_ERR_OPERATION_INVALID")
-
 _USAGE_TYPES = {"volume": "VIR_SECRET_USAGE_TYPE_VOLUME",
                 "ceph": "VIR_SECRET_USAGE_TYPE_CEPH",
                 "iscsi": "VIR_SECRET_USAGE_TYPE_ISCSI"}
 
 _DETACH_FIRST_POLL = 0.005
 _DETACH_MAX_POLL = 0.25
-# Threads that fetch domain XML for a host-wide scan: libvirtd answers
-# calls on one connection in parallel, so a scan of many domains takes a
-# fraction of the time of one-by-one calls.
-_SCAN_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -55,16 +48,6 @@ class DomainInfo:
     managed_save: bool  # has a managed save image: its next start resumes it
 
 
-@dataclass(frozen=True)
-class DomainDocument:
-    """One XML document of a domain that libvirt may start from.
-
-    ``where`` is ``live``, ``config``, ``managed-save`` or ``snapshot NAME``.
-    """
-
-    domain: str
-    where: str
-    xml: str
 
 
 def import_libvirt():
@@ -82,6 +65,7 @@ class Host:
         self.libvirt = import_libvirt()
         self._conn = None
         self._domains: dict[str, tuple[Any, Any]] = {}
+        self._scanner = DomainScanner(self)
 
     # -- connection -------------------------------------------------------
     def connection(self):
@@ -168,6 +152,10 @@ class Host:
             return DomainInfo(dom.UUIDString(), active, persistent, saved)
         return self.domain_call(name, read)
 
+    def domain_uuid(self, name: str) -> str:
+        """Domain ``name``'s uuid (kept in the handle: no call to libvirtd)."""
+        return self.domain_call(name, lambda dom: dom.UUIDString())
+
     def managed_save_xml(self, name: str) -> str:
         """The domain XML inside ``name``'s managed save image."""
         return self.domain_call(name, lambda dom: dom.managedSaveGetXMLDesc(0))
@@ -233,48 +221,9 @@ class Host:
         return self.domain_call(name, lambda dom: dom.blockInfo(dev)[0])
 
     def domain_documents(self) -> list[DomainDocument]:
-        """Every XML document libvirt may start a domain from, host-wide.
-
-        Live XML of running domains, persistent configuration, managed save
-        images and snapshot metadata.  Four listing calls pick the domains;
-        the documents are then fetched in parallel.  A domain, image or
-        snapshot that vanished meanwhile is skipped: it no longer needs
-        anything.
-        """
-        lib = self.libvirt
-
-        def listing(conn) -> list[tuple[str, Any, str]]:
-            wanted = []
-            for flag, where in ((lib.VIR_CONNECT_LIST_DOMAINS_ACTIVE, "live"),
-                                (lib.VIR_CONNECT_LIST_DOMAINS_PERSISTENT, "config"),
-                                (lib.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, "managed-save"),
-                                (lib.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, "snapshots")):
-                wanted += [(dom.name(), dom, where) for dom in conn.listAllDomains(flag)]
-            return wanted
-        jobs = self.call(listing)
-        if len(jobs) <= 2:
-            fetched = [self._fetch(job) for job in jobs]
-        else:
-            with ThreadPoolExecutor(min(_SCAN_WORKERS, len(jobs))) as pool:
-                fetched = list(pool.map(self._fetch, jobs))
-        return [doc for docs in fetched for doc in docs]
-
-    def _fetch(self, job: tuple[str, Any, str]) -> list[DomainDocument]:
-        name, dom, where = job
-        lib = self.libvirt
-        try:
-            if where == "live":
-                return [DomainDocument(name, where, dom.XMLDesc(0))]
-            if where == "config":
-                return [DomainDocument(name, where, dom.XMLDesc(lib.VIR_DOMAIN_XML_INACTIVE))]
-            if where == "managed-save":
-                return [DomainDocument(name, where, dom.managedSaveGetXMLDesc(0))]
-            return [DomainDocument(name, f"snapshot {snap.getName()}", snap.getXMLDesc(0))
-                    for snap in dom.listAllSnapshots(0)]
-        except lib.libvirtError as exc:
-            if any(self.is_code(exc, code) for code in _VANISHED):
-                return []
-            raise
+        """Every XML document libvirt may start a domain from, host-wide,
+        read by a scan that began after this call (see ``domain_scan``)."""
+        return self._scanner.documents()
 
     def domain_xmls(self) -> dict[str, list[str]]:
         """Every domain's live and persistent XML, by name."""

@@ -37,7 +37,8 @@ class Finding:
     """One thing reconcile found, and what it did about it."""
 
     kind: str  # "orphan-secret" or "missing-secret"
-    secret: str  # the uuid, or "usage <type> '<id>'"
+    secret_uuid: str | None  # the secret (or the uuid the disk names)...
+    secret_usage: str | None  # ...and its usage id, or the usage the disk names
     action: str  # removed, would remove, re-created as U, would re-create, not repaired
     ok: bool  # the host is right about this thing after the run
     domain: str | None = None
@@ -113,10 +114,9 @@ def _missing(host, registry, documents, domain, dry_run, infos, report) -> None:
     for doc, dev, layer in _secret_layers(documents, domain):
         if _exists(host, layer, cache):
             continue
-        name = (layer.auth_secret_uuid
-                or f"usage {layer.auth_secret_type or 'iscsi'} '{layer.auth_secret_usage}'")
-        finding = Finding("missing-secret", name, "not repaired", False, doc.domain,
-                          doc.where, dev, layer.source_name or layer.source_path)
+        finding = Finding("missing-secret", layer.auth_secret_uuid, layer.auth_secret_usage,
+                          "not repaired", False, doc.domain, doc.where, dev,
+                          layer.source_name or layer.source_path)
         key = (layer.auth_secret_uuid, layer.auth_secret_usage)
         if key not in done:
             done[key] = _repair(host, registry, layer, infos, dry_run)
@@ -163,7 +163,7 @@ def _orphans(host, documents, dry_run, report) -> None:
 
 
 def _remove_orphan(host, secret, conf, dry_run) -> Finding:
-    finding = Finding("orphan-secret", conf.uuid, "would remove", True,
+    finding = Finding("orphan-secret", conf.uuid, conf.usage_id, "would remove", True,
                       source=conf.usage_id,
                       detail="hvplug created it and nothing libvirt may start needs it")
     if dry_run:

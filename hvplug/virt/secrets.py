@@ -75,13 +75,14 @@ class SecretRef:
         """Strings one of which a referencing document must contain."""
         found = [self.uuid] if self.uuid else []
         if self.usage_id:
-            found.append(_escaped(self.usage_id))
+            found.append(attribute_text(self.usage_id))
         return found
 
 
-def _escaped(text: str) -> str:
-    # As libvirt writes an attribute value: the text of a <secret usage='...'>.
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace("'", "&apos;")
+def attribute_text(text: str) -> str:
+    """``text`` as libvirt writes it in an XML attribute value (to search raw XML)."""
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("'", "&apos;").replace('"', "&quot;"))
 
 
 _REFERENCE = ".//secret[@uuid=$uuid or (@type=$type and @usage=$usage)]"

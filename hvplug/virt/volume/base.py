@@ -81,6 +81,11 @@ class LibvirtBaseVolumeDriver:
         """Whether ``disk`` (from a domain's XML) is this volume."""
         raise NotImplementedError
 
+    def disk_needles(self, connection_info: dict) -> list[str] | None:
+        """Strings one of which the XML of a disk of this volume contains,
+        so other disks need not be parsed; None: parse every disk."""
+        return None
+
     @classmethod
     def handles_disk(cls, disk: config.LibvirtConfigGuestDisk) -> bool:
         """Whether this driver would have written ``disk``."""

@@ -26,6 +26,7 @@ from hvplug import exception
 from hvplug.conf import CONF
 from hvplug.utils import locks, portals
 from hvplug.virt import config, secrets
+from hvplug.virt.secrets import attribute_text as xmlutil_escape
 from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, require
 
 LOG = logging.getLogger(__name__)
@@ -253,6 +254,10 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                        connection_info: dict) -> bool:
         names = {t.source_name for t in self.validate(connection_info)}
         return self.handles_disk(disk) and disk.source_name in names
+
+    def disk_needles(self, connection_info: dict) -> list[str]:
+        """``<iqn>/<lun>`` of each target, as libvirt writes it in an attribute."""
+        return [xmlutil_escape(t.source_name) for t in iscsi_targets(connection_info["data"])]
 
     @classmethod
     def handles_disk(cls, disk: config.LibvirtConfigGuestDisk) -> bool:
