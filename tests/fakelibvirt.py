@@ -13,12 +13,19 @@ and secrets::
 Test helpers, not part of libvirt: ``reset``, ``simulate_connection_drop``,
 ``simulate_daemon_down``, ``simulate_daemon_up``, ``set_iscsi_login``,
 ``set_lun_size``, ``hold_detach`` and ``release_detach``.
+
+Managed save (``virsh managedsave``) keeps the live XML as the image, the
+next ``create()`` resumes from it.  Snapshots are disk-only and external
+only: the overlay goes on top and the old source becomes the disk's
+``<backingStore>``, as ``virsh snapshot-create-as --disk-only`` does.
 """
 
+import builtins
 import copy
 import dataclasses
 import os
 import stat
+import time
 import uuid as uuidlib
 import weakref
 from collections.abc import Callable
@@ -50,12 +57,13 @@ VIR_ERR_INVALID_SECRET = 65
 VIR_ERR_NO_SECRET = 66
 VIR_ERR_CONFIG_UNSUPPORTED = 67
 VIR_ERR_OPERATION_TIMEOUT = 68
+VIR_ERR_NO_DOMAIN_SNAPSHOT = 72
 VIR_ERR_OPERATION_UNSUPPORTED = 84
 VIR_ERR_DEVICE_MISSING = 99
 
 VIR_FROM_NONE, VIR_FROM_XML, VIR_FROM_RPC, VIR_FROM_CONF, VIR_FROM_QEMU = 0, 5, 7, 9, 10
 VIR_FROM_TEST, VIR_FROM_REMOTE, VIR_FROM_STORAGE = 12, 13, 18
-VIR_FROM_DOMAIN, VIR_FROM_SECRET = 20, 30
+VIR_FROM_DOMAIN, VIR_FROM_SECRET, VIR_FROM_DOMAIN_SNAPSHOT = 20, 30, 35
 
 VIR_DOMAIN_AFFECT_CURRENT, VIR_DOMAIN_AFFECT_LIVE, VIR_DOMAIN_AFFECT_CONFIG = 0, 1, 2
 VIR_DOMAIN_XML_SECURE, VIR_DOMAIN_XML_INACTIVE = 1, 2
@@ -67,14 +75,19 @@ VIR_SECRET_USAGE_TYPE_ISCSI, VIR_SECRET_USAGE_TYPE_TLS, VIR_SECRET_USAGE_TYPE_VT
 
 VIR_CONNECT_LIST_DOMAINS_ACTIVE, VIR_CONNECT_LIST_DOMAINS_INACTIVE = 1, 2
 VIR_CONNECT_LIST_DOMAINS_PERSISTENT, VIR_CONNECT_LIST_DOMAINS_TRANSIENT = 4, 8
+VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE = 256, 512
+VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT = 4096, 8192
 VIR_CONNECT_LIST_SECRETS_EPHEMERAL, VIR_CONNECT_LIST_SECRETS_NO_EPHEMERAL = 1, 2
 VIR_CONNECT_LIST_SECRETS_PRIVATE, VIR_CONNECT_LIST_SECRETS_NO_PRIVATE = 4, 8
 
 VIR_DOMAIN_NOSTATE, VIR_DOMAIN_RUNNING, VIR_DOMAIN_BLOCKED = 0, 1, 2
 VIR_DOMAIN_PAUSED, VIR_DOMAIN_SHUTDOWN, VIR_DOMAIN_SHUTOFF = 3, 4, 5
 VIR_DOMAIN_CRASHED = 6
-VIR_DOMAIN_RUNNING_UNKNOWN, VIR_DOMAIN_RUNNING_BOOTED = 0, 1
-VIR_DOMAIN_SHUTOFF_UNKNOWN, VIR_DOMAIN_SHUTOFF_DESTROYED = 0, 2
+VIR_DOMAIN_RUNNING_UNKNOWN, VIR_DOMAIN_RUNNING_BOOTED, VIR_DOMAIN_RUNNING_RESTORED = 0, 1, 3
+VIR_DOMAIN_SHUTOFF_UNKNOWN, VIR_DOMAIN_SHUTOFF_DESTROYED, VIR_DOMAIN_SHUTOFF_SAVED = 0, 2, 5
+VIR_DOMAIN_UNDEFINE_MANAGED_SAVE, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA = 1, 2
+VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA, VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY = 4, 16
+VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY = 2
 
 LIB_VERSION = 9000000  # libvirt 9.0.0
 DEFAULT_URI = "qemu:///system"
@@ -163,6 +176,8 @@ class _Domain:
     source_index: int = 0
     sizes: dict[str, int] = dataclasses.field(default_factory=dict)  # network disks
     pending: set[str] = dataclasses.field(default_factory=set)  # held detaches
+    saved: etree._Element | None = None  # the managed save image's XML
+    snapshots: dict[str, etree._Element] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -369,19 +384,22 @@ def _plug_live(dom: _Domain, disk: etree._Element) -> None:
     source = disk.find("source")
     if source is not None:
         source.set("index", str(dom.source_index))
-        if disk.get("type", "file") in ("file", "block"):
+        if disk.get("type", "file") in ("file", "block") and disk.find("backingStore") is None:
             source.addnext(etree.Element("backingStore"))
     _assign_address(dom.live, disk)
     disk.find("address").addprevious(etree.Element("alias", name=_alias(disk)))
 
 
-def _inactive_view(root: etree._Element) -> etree._Element:
+def _inactive_view(root: etree._Element, keep_empty_stores: bool = False) -> etree._Element:
+    """Live XML without runtime state: id, aliases, source indexes, and (unless
+    ``keep_empty_stores``, as in a saved image) the empty ``<backingStore/>``s."""
     view = copy.deepcopy(root)
     view.attrib.pop("id", None)
-    for el in view.xpath(".//alias | .//backingStore"):
+    empty = "" if keep_empty_stores else " | .//backingStore[not(*)]"
+    for el in view.xpath(".//alias" + empty):
         el.getparent().remove(el)
-    for source in view.iterfind(".//source[@index]"):
-        del source.attrib["index"]
+    for el in view.xpath(".//source[@index] | .//backingStore[@index]"):
+        del el.attrib["index"]
     return view
 
 
@@ -513,8 +531,13 @@ class virConnect:
 
     def listAllDomains(self, flags: int = 0) -> list["virDomain"]:
         host = self._check("virConnectListAllDomains")
+        if flags & ~_DOMAIN_FILTERS:
+            raise _error(VIR_ERR_NO_SUPPORT, VIR_FROM_DOMAIN, "this function is not supported "
+                         f"by the connection driver: fakelibvirt filter flags {flags:#x}")
         return [virDomain(self, d) for d in host.domains.values()
-                if _pick(flags, d.live is not None) and _pick(flags >> 2, d.config is not None)]
+                if _pick(flags, d.live is not None) and _pick(flags >> 2, d.config is not None)
+                and _pick(flags >> 8, d.saved is not None)
+                and _pick(flags >> 12, bool(d.snapshots))]
 
     # secrets
     def secretDefineXML(self, xml: str, flags: int = 0) -> "virSecret":
@@ -551,6 +574,11 @@ class virConnect:
 
     def listSecrets(self) -> list[str]:
         return list(self._check("virConnectListSecrets", VIR_FROM_SECRET).secrets)
+
+
+# The listAllDomains filters the fake knows: (IN)ACTIVE, PERSISTENT/TRANSIENT,
+# (NO_)MANAGEDSAVE, HAS/NO_SNAPSHOT; a pair's two bits together keep all.
+_DOMAIN_FILTERS = 0x3 | 0xC | 0x300 | 0x3000
 
 
 def _pick(bits: int, has: bool) -> bool:
@@ -810,10 +838,15 @@ class virDomain:
         return _format(_inactive_view(dom.live) if flags & VIR_DOMAIN_XML_INACTIVE else dom.live)
 
     def create(self) -> int:
+        """Boot from the config, or resume from the managed save image (then gone)."""
         dom = self._state()
         if dom.live is not None:
             raise _not_valid(VIR_FROM_QEMU, "domain is already running")
-        _start(self._conn._host, dom, dom.config)
+        if dom.saved is None:
+            _start(self._conn._host, dom, dom.config)
+            return 0
+        _start(self._conn._host, dom, dom.saved)
+        dom.saved, dom.reason = None, VIR_DOMAIN_RUNNING_RESTORED
         return 0
 
     def destroy(self) -> int:
@@ -826,13 +859,102 @@ class virDomain:
         return 0
 
     def undefine(self) -> int:
+        return self.undefineFlags(0)
+
+    def undefineFlags(self, flags: int = 0) -> int:
         dom = self._state()
         if dom.config is None:
             raise _not_valid(VIR_FROM_QEMU, "cannot undefine transient domain")
-        dom.config = None
+        if dom.snapshots and dom.live is None and not (
+                flags & VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA):
+            raise _not_valid(VIR_FROM_QEMU, "cannot delete inactive domain with "
+                             f"{len(dom.snapshots)} snapshots")
+        if dom.saved is not None and not flags & VIR_DOMAIN_UNDEFINE_MANAGED_SAVE:
+            raise _not_valid(VIR_FROM_QEMU, "Refusing to undefine while domain managed "
+                             "save image exists")
+        if flags & VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA:
+            dom.snapshots.clear()
+        dom.config, dom.saved = None, None
         if dom.live is None:
             del self._conn._host.domains[self._uuid]
         return 0
+
+    # managed save
+    def managedSave(self, flags: int = 0) -> int:
+        """Stop the domain; its live XML becomes the image the next start resumes."""
+        dom = self._running()
+        if dom.config is None:
+            raise _not_valid(VIR_FROM_QEMU, "cannot do managed save for transient domain")
+        dom.saved = _inactive_view(dom.live, keep_empty_stores=True)
+        dom.live, dom.reason = None, VIR_DOMAIN_SHUTOFF_SAVED
+        dom.sizes.clear()
+        dom.pending.clear()
+        return 0
+
+    def _saved(self) -> _Domain:
+        dom = self._state()
+        if dom.saved is None:
+            raise _not_valid(VIR_FROM_QEMU, "domain does not have managed save image")
+        return dom
+
+    def hasManagedSaveImage(self, flags: int = 0) -> int:
+        return int(self._state().saved is not None)
+
+    def managedSaveGetXMLDesc(self, flags: int = 0) -> str:
+        return _format(self._saved().saved)
+
+    def managedSaveRemove(self, flags: int = 0) -> int:
+        dom = self._state()
+        if dom.saved is None:
+            raise _error(VIR_ERR_SYSTEM_ERROR, VIR_FROM_QEMU, "Failed to remove managed save "
+                         f"file '/var/lib/libvirt/qemu/save/{dom.name}.save': "
+                         "No such file or directory")
+        dom.saved = None
+        return 0
+
+    def managedSaveDefineXML(self, dxml: str, flags: int = 0) -> int:
+        """Replace the image's XML; libvirt refuses any change of the ABI (disks...)."""
+        dom = self._saved()
+        new = _parse(dxml, "domain_definition", VIR_FROM_DOMAIN)
+        if len(_disks(new)) != len(_disks(dom.saved)):
+            raise _error(VIR_ERR_CONFIG_UNSUPPORTED, VIR_FROM_DOMAIN,
+                         f"unsupported configuration: Target domain disk count "
+                         f"{len(_disks(new))} does not match source {len(_disks(dom.saved))}")
+        dom.saved = new
+        return 0
+
+    # snapshots
+    def listAllSnapshots(self, flags: int = 0) -> list["virDomainSnapshot"]:
+        return [virDomainSnapshot(self, name) for name in self._state().snapshots]
+
+    def snapshotLookupByName(self, name: str, flags: int = 0) -> "virDomainSnapshot":
+        _snapshot(self._state(), name)
+        return virDomainSnapshot(self, name)
+
+    def snapshotCreateXML(self, xmlDesc: str, flags: int = 0) -> "virDomainSnapshot":
+        """A disk-only external snapshot of a running domain (all the fake takes)."""
+        dom = self._state()
+        if not flags & VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY or dom.live is None:
+            raise _error(VIR_ERR_NO_SUPPORT, VIR_FROM_QEMU, "this function is not "
+                         "supported by the connection driver: fakelibvirt takes only "
+                         "disk-only snapshots of running domains")
+        spec = _parse(xmlDesc, "domainsnapshot", VIR_FROM_DOMAIN_SNAPSHOT)
+        name = spec.findtext("name") or str(int(time.time()))
+        if name in dom.snapshots:
+            raise _error(VIR_ERR_OPERATION_FAILED, VIR_FROM_DOMAIN,
+                         f"operation failed: domain moment {name} already exists")
+        record = _snapshot_record(name, dom)
+        for disk in _disks(dom.live):
+            overlay = _overlay_path(spec, disk, name)
+            if overlay is not None:
+                _add_overlay(dom, disk, _by_target(dom.config, _target_dev(disk)), overlay)
+                entry = etree.SubElement(record.find("disks"), "disk", snapshot="external",
+                                         name=_target_dev(disk), type="file")
+                etree.SubElement(entry, "driver", type="qcow2")
+                etree.SubElement(entry, "source", file=overlay)
+        if not flags & VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA:
+            dom.snapshots[name] = record
+        return virDomainSnapshot(self, name)
 
     def attachDeviceFlags(self, xml: str, flags: int = 0) -> int:
         dom, disk = self._state(), _parse_disk(xml)
@@ -922,3 +1044,100 @@ class virDomain:
                 and size != _lun_sizes.get(_iqn_lun(source), current)):
             raise _qemu_error("block_resize", "Cannot grow iSCSI devices")
         dom.sizes[dev] = size
+
+
+# ---------------------------------------------------------------- snapshots
+
+def _snapshot(dom: _Domain, name: str) -> etree._Element:
+    if name not in dom.snapshots:
+        raise _error(VIR_ERR_NO_DOMAIN_SNAPSHOT, VIR_FROM_QEMU, "Domain snapshot not found: "
+                     f"no domain snapshot with matching name '{name}'")
+    return dom.snapshots[name]
+
+
+def _snapshot_record(name: str, dom: _Domain) -> etree._Element:
+    """The metadata libvirt keeps: the domain as it was, live and inactive."""
+    record = etree.Element("domainsnapshot")
+    etree.SubElement(record, "name").text = name
+    etree.SubElement(record, "state").text = "disk-snapshot"
+    etree.SubElement(record, "creationTime").text = str(int(time.time()))
+    etree.SubElement(record, "memory", snapshot="no")
+    etree.SubElement(record, "disks")
+    record.append(_inactive_view(dom.live, keep_empty_stores=True))
+    if dom.config is not None:
+        inactive = copy.deepcopy(dom.config)
+        inactive.tag = "inactiveDomain"
+        record.append(inactive)
+    return record
+
+
+def _overlay_path(spec: etree._Element, disk: etree._Element, name: str) -> str | None:
+    """The overlay file of ``disk``: as the snapshot XML says, else beside a file source."""
+    wanted = spec.find(f"disks/disk[@name='{_target_dev(disk)}']")
+    if wanted is not None and wanted.get("snapshot") == "no":
+        return None
+    if wanted is not None and wanted.find("source") is not None:
+        return wanted.find("source").get("file")
+    path = _local_path(disk)
+    if path is None:
+        raise _error(VIR_ERR_CONFIG_UNSUPPORTED, VIR_FROM_DOMAIN, "unsupported configuration: "
+                     f"cannot generate external snapshot name for disk '{_target_dev(disk)}' "
+                     "without source")
+    return f"{os.path.splitext(path)[0]}.{name}"
+
+
+def _add_overlay(dom: _Domain, live: etree._Element, config: etree._Element | None,
+                 overlay: str) -> None:
+    """Put qcow2 ``overlay`` on top; the old source goes down into <backingStore>."""
+    if not os.path.exists(overlay):
+        with builtins.open(overlay, "wb"):  # QEMU creates the overlay (qcow2)
+            pass
+    dom.source_index += 1
+    _push_layer(live, overlay, str(dom.source_index))
+    if config is not None:
+        _push_layer(config, overlay, None)
+
+
+def _push_layer(disk: etree._Element, overlay: str, index: str | None) -> None:
+    source, chain, driver = disk.find("source"), disk.find("backingStore"), disk.find("driver")
+    store = etree.Element("backingStore", type=disk.get("type", "file"))
+    if index is not None and source.get("index"):
+        store.set("index", source.get("index"))
+    etree.SubElement(store, "format",
+                     type="raw" if driver is None else driver.get("type", "raw"))
+    source.addprevious(store)
+    store.append(source)  # moves it
+    if chain is not None:
+        store.append(chain)
+    elif index is not None:
+        etree.SubElement(store, "backingStore")
+    top = etree.Element("source", file=overlay)
+    if index is not None:
+        top.set("index", index)
+    store.addprevious(top)
+    disk.set("type", "file")
+    if driver is not None:
+        driver.set("type", "qcow2")
+
+
+class virDomainSnapshot:
+    def __init__(self, dom: virDomain, name: str) -> None:
+        self._dom, self._name = dom, name
+
+    def getName(self) -> str:
+        return self._name
+
+    def getDomain(self) -> virDomain:
+        return self._dom
+
+    def getXMLDesc(self, flags: int = 0) -> str:
+        return _format(_snapshot(self._dom._state(), self._name))
+
+    def delete(self, flags: int = 0) -> int:
+        dom = self._dom._state()
+        _snapshot(dom, self._name)
+        if not flags & VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY:
+            raise _error(VIR_ERR_NO_SUPPORT, VIR_FROM_QEMU, "this function is not supported "
+                         "by the connection driver: fakelibvirt deletes snapshot metadata only")
+        del dom.snapshots[self._name]
+        return 0

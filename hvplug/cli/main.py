@@ -103,18 +103,27 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     ctx = Context(args)
-    interrupts.install()
+    previous = interrupts.install()
     try:
         load_config(args.config_file)
-        return args.func(args, ctx)
+        code = args.func(args, ctx)
+        late = interrupts.late_signal()
+        if late:
+            print(f"hvplug: {late} arrived after the operation had completed; its "
+                  "result stands", file=sys.stderr)
+        return code
     except KeyboardInterrupt as exc:
         name = getattr(exc, "signal_name", "SIGINT")
         return report_error(exception.Interrupted(
-            signal=name, what="what was under way was rolled back or completed first, "
-            "so nothing is left half-done"), args, ctx)
+            signal=name, what="what was under way was rolled back, so nothing is "
+            "left half-done"), args, ctx)
     except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line
         return report_error(exc, args, ctx)
     finally:
+        if argv is None:  # the process's own command: let it exit with its code
+            interrupts.ignore()
+        else:  # called in-process (tests, a wrapper): give the signals back
+            interrupts.restore(previous)
         ctx.close()
 
 

@@ -20,9 +20,10 @@ _SECRET_MARKERS = ("password", "secret", "passwd")
 
 def _is_secret_key(key: str) -> bool:
     key = key.lower()
-    # A secret's uuid or usage names the secret; it is not the secret itself.
+    # A secret's uuid or usage names the secret, and its XML never holds
+    # the value: none of them is the secret itself.
     return (any(m in key for m in _SECRET_MARKERS)
-            and not key.endswith(("uuid", "usage", "owned")))
+            and not key.endswith(("uuid", "usage", "owned", "_xml")))
 
 
 def mask_dict(value: Any) -> Any:

@@ -119,6 +119,7 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     A volume attached live only is, with ``persistent``, added to the
     persistent configuration as well (``promoted``).
     """
+    interrupts.begin()
     check_connection_info(connection_info)
     driver = registry.driver_for(connection_info)
     bus = bus or CONF.libvirt.disk_bus
@@ -151,6 +152,7 @@ def _plug(host, driver, connection_info, domain, dev, bus, live, persistent) -> 
         xml = driver.get_config(connection_info, {"dev": dev, "bus": bus}).to_xml()
         host.attach_device(domain, xml, live=live, persistent=persistent)
         LOG.debug("device %s attached to %s", dev, domain)
+        interrupts.commit()  # done: a signal from now on must not undo it
     except BaseException as exc:  # an interrupt too: undo, then re-raise
         with interrupts.deferred():
             _roll_back(host, driver, connection_info, domain, dev)
@@ -176,6 +178,7 @@ def _attached_already(host, driver, view: DomainView, found: FoundDisk,
         driver.connect_volume(connection_info, view.name)  # the secret, proven
         host.attach_device(view.name, _config_disk_xml(found.xml), live=False,
                            persistent=True)
+        interrupts.commit()
     LOG.info("promoted %s of %s to the persistent configuration", dev, view.name)
     return AttachResult(domain=view.name, dev=dev, bus=found.disk.target_bus,
                         driver=class_path(driver), secret_uuid=found.layer.auth_secret_uuid,
@@ -241,26 +244,30 @@ def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
         check_connection_info(connection_info)
         driver = registry.driver_for(connection_info)
     what = f"volume {volume_name(connection_info)}" if connection_info else f"device {dev}"
-    # An interrupt waits until the detach is complete, secret included.
-    with interrupts.deferred():
-        return _detach(host, registry, domain, driver, connection_info, dev,
-                       f"detach {what} from domain '{domain}'")
+    interrupts.begin()
+    return _detach(host, registry, domain, driver, connection_info, dev,
+                   f"detach {what} from domain '{domain}'")
 
 
 def _detach(host, registry, domain, driver, connection_info, dev, operation) -> DetachResult:
-    with _locked_view(host, domain, operation) as view:
-        found = _find_for_detach(view, driver, connection_info, dev)
-        if view.managed_save:
-            raise exception.ManagedSaveConflict(domain=domain, action="detaching a volume")
-        if driver is None:
-            driver, connection_info = _driver_of(registry, found, domain)
-        places = view.places(found.target_dev)
-        host.detach_device(domain, found.xml, found.target_dev, live=places["live"],
-                           persistent=places["persistent"])
-        LOG.debug("device %s detached from %s", found.target_dev, domain)
-    _remember_secret(connection_info, found.layer)
-    with locks.all_of(driver.lock_names(connection_info), operation):
-        driver.disconnect_volume(connection_info, domain)
+    with contextlib.ExitStack() as changing:
+        with _locked_view(host, domain, operation) as view:
+            found = _find_for_detach(view, driver, connection_info, dev)
+            if view.managed_save:
+                raise exception.ManagedSaveConflict(domain=domain, action="detaching a volume")
+            if driver is None:
+                driver, connection_info = _driver_of(registry, found, domain)
+            places = view.places(found.target_dev)
+            # From the first change on, an interrupt waits until the detach is
+            # complete, secret included; before it (lock waits, reads) it stops us.
+            changing.enter_context(interrupts.deferred())
+            host.detach_device(domain, found.xml, found.target_dev, live=places["live"],
+                               persistent=places["persistent"])
+            LOG.debug("device %s detached from %s", found.target_dev, domain)
+        _remember_secret(connection_info, found.layer)
+        with locks.all_of(driver.lock_names(connection_info), operation):
+            driver.disconnect_volume(connection_info, domain)
+        interrupts.commit()
     return DetachResult(domain=domain, dev=found.target_dev, driver=class_path(driver),
                         live=places["live"], persistent=places["persistent"],
                         layer=found.describe_layer())

@@ -53,12 +53,27 @@ def _checked(registry, infos: list[dict]) -> None:
     """Every document's outer shape and driver, before anything changes."""
     if not infos:
         raise exception.InvalidInput(reason="give at least one connection_info")
+    seen: dict[tuple, int] = {}
     for index, info in enumerate(infos, 1):
         try:
             attach.check_connection_info(info)
-            registry.driver_for(info)
+            registry.driver_for(info).validate(info)
         except exception.InvalidInput as exc:
             raise type(exc)(f"connection_info #{index}: {exc.message}") from None
+        key = _identity(info)
+        if key in seen:
+            raise exception.InvalidInput(
+                reason=f"connection_info #{index} is the same volume as #{seen[key]} "
+                f"({attach.volume_name(info)}); give each volume once")
+        seen[key] = index
+
+
+def _identity(info: dict) -> tuple:
+    """What names a volume in a connection_info; equal only for the same one."""
+    data = info["data"]
+    return (info["driver_volume_type"], repr(info.get("serial")),
+            *(repr(data.get(key)) for key in ("volume_id", "target_iqn", "target_lun",
+                                              "target_wwn", "device_path")))
 
 
 def _run(items: list, work, workers: int | None, on_interrupt=None) -> list[VolumeOutcome]:
@@ -78,10 +93,12 @@ def _run(items: list, work, workers: int | None, on_interrupt=None) -> list[Volu
             LOG.debug("bulk: %s failed: %s", name, exc)
             outcomes[index] = VolumeOutcome(name, False, error=_error(exc))
 
+    interrupts.begin()
     pool = ThreadPoolExecutor(workers, thread_name_prefix="hvplug-bulk")
     futures = [pool.submit(one, index) for index in range(len(items))]
     try:
         wait(futures)
+        interrupts.commit()  # every volume is done; a signal from now on undoes nothing
     except BaseException:
         for future in futures:
             future.cancel()

@@ -108,7 +108,10 @@ class Scratch:
             if dom.name() in self.names:
                 active, persistent = dom.isActive(), dom.isPersistent()
                 problems += self._try(dom.destroy, active)
-                problems += self._try(dom.undefine, persistent)
+                # A managed save image or snapshot metadata would refuse a plain undefine.
+                problems += self._try(lambda d=dom: d.undefineFlags(
+                    self.lv.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+                    | self.lv.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA), persistent)
         return problems
 
     def _remove_secrets(self) -> list[str]:

@@ -331,7 +331,7 @@ def test_fake_constants_match_real() -> None:
     assert {n: getattr(fakelibvirt, n) for n in names} == {n: getattr(real, n) for n in names}
 
 
-@pytest.mark.parametrize("cls", ["virConnect", "virDomain", "virSecret"])
+@pytest.mark.parametrize("cls", ["virConnect", "virDomain", "virSecret", "virDomainSnapshot"])
 def test_fake_signatures_match_real(cls: str) -> None:
     real = getattr(_real_module(), cls)
     for name, method in inspect.getmembers(getattr(fakelibvirt, cls), inspect.isfunction):

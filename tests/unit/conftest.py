@@ -1,5 +1,6 @@
-"""Fixtures for unit tests: the fake libvirt, a guest, volumes."""
+"""Fixtures for unit tests: the fake libvirt, a guest, volumes, the CLI."""
 
+import io
 import os
 import socket
 import sys
@@ -45,6 +46,14 @@ class RecordingExecutor:
             raise exception.ProcessExecutionError(cmd=cmd[0], status=1,
                                                   stderr=self.fail_with)
         return "", ""
+
+
+@pytest.fixture(autouse=True)
+def lock_path(config_fixture, tmp_path):
+    """Host-wide locks in a per-test directory, so no test needs /run or root."""
+    path = tmp_path / "locks"
+    config_fixture.config(group="locks", lock_path=str(path))
+    return path
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +134,35 @@ def make_info(portal):
         info["data"].update(data)
         return info
     return make
+
+
+@pytest.fixture
+def run_cli(host, capsys, monkeypatch, tmp_path, signal_handlers):
+    """``run_cli(*argv, stdin=None) -> (rc, stdout, stderr)``: ``hvplug`` in-process,
+    on the fake libvirt, with a config file that sets the unit IQN."""
+    from hvplug.cli import main as cli
+    conf = tmp_path / "hvplug.conf"
+    conf.write_text(f"[libvirt]\niscsi_initiator_name = {HOST_IQN}\n")
+
+    def invoke(*argv, stdin=None):
+        if stdin is not None:
+            monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+        rc = cli.main(["--config-file", str(conf), *argv])
+        out, err = capsys.readouterr()
+        return rc, out, err
+    return invoke
+
+
+@pytest.fixture
+def signal_handlers():
+    """Put SIGINT and SIGTERM back as they were (``hvplug`` installs its own), and
+    forget the signals and the commit a test left in ``hvplug.utils.interrupts``."""
+    import signal
+
+    from hvplug.utils import interrupts
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+    interrupts._pending.clear()  # no signal of this test reaches the next one
+    interrupts._committed.clear()

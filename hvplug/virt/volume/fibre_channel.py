@@ -209,6 +209,9 @@ class LibvirtFibreChannelVolumeDriver(LibvirtBaseBlockVolumeDriver):
         self.devices = Devices(self.dev_root, self.sysfs_root)
         self._connector = None
 
+    def validate(self, connection_info: dict) -> list:
+        return fc_luns(connection_info["data"])
+
     # -- settings ------------------------------------------------------------------
     @staticmethod
     def use_multipath() -> bool:

@@ -95,6 +95,11 @@ class LibvirtISCSIVolumeDriver(LibvirtBaseBlockVolumeDriver):
         self.devices = Devices(self.dev_root, self.sysfs_root)
         self._warned: set[str] = set()
 
+    def validate(self, connection_info: dict) -> list:
+        data = connection_info["data"]
+        auth_settings(data)
+        return iscsi_targets(data)
+
     # -- what differs between the iSCSI and iSER drivers ---------------------
     def configured_iface(self) -> str:
         return CONF.libvirt.iscsi_iface or DEFAULT_IFACE

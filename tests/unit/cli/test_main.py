@@ -37,15 +37,17 @@ def test_attach_list_verify_detach(run, guest, make_info):
                        "--bus", "scsi", "--json", stdin=json.dumps(info))
     assert rc == 0, err
     result = json.loads(out)
-    assert set(result) == {"domain", "dev", "bus", "driver", "secret_uuid", "portal"}
+    assert set(result) == {"domain", "dev", "bus", "driver", "secret_uuid", "portal",
+                           "live", "persistent", "promoted"}
     assert (result["dev"], result["bus"]) == ("sda", "scsi")
+    assert (result["live"], result["persistent"], result["promoted"]) == (True, False, False)
 
     rc, out, _ = run("list", "--domain", guest, "--json")
     (row,) = json.loads(out)["volumes"]
-    assert row == {"dev": "sda", "bus": "scsi", "protocol": "iscsi",
+    assert row == {"dev": "sda", "bus": "scsi", "layer": "source", "protocol": "iscsi",
                    "source": f"{info['data']['target_iqn']}/1",
                    "portal": info["data"]["target_portal"],
-                   "secret_uuid": result["secret_uuid"]}
+                   "secret_uuid": result["secret_uuid"], "secret_usage": None}
     rc, out, _ = run("list", "--domain", guest)
     assert rc == 0 and "sda" in out and "secret_uuid" in out.splitlines()[0]
 
@@ -66,7 +68,7 @@ def test_verify_fails_naming_the_check(run, host, guest, make_info):
     host.delete_secret(json.loads(out)["secret_uuid"])
     rc, out, err = run("verify", "--domain", guest)
     assert rc == 1
-    assert "is missing [FAILED]" in out
+    assert "is missing (see hvplug reconcile) [FAILED]" in out
     assert "verification of domain" in err and "is missing" in err
 
 

@@ -27,7 +27,8 @@ def test_attach_chap_volume(host, registry, guest, make_info, fake_libvirt):
     assert result.to_dict() == {
         "domain": guest, "dev": "sda", "bus": "scsi",
         "driver": "hvplug.virt.volume.net.LibvirtNetVolumeDriver",
-        "secret_uuid": result.secret_uuid, "portal": info["data"]["target_portal"]}
+        "secret_uuid": result.secret_uuid, "portal": info["data"]["target_portal"],
+        "live": True, "persistent": False, "promoted": False}
     disk = live_disks(host, guest)["sda"]
     assert (disk.source_protocol, disk.source_name) == ("iscsi", f"{iqn}/1")
     assert disk.source_initiator_iqn == HOST_IQN
@@ -172,7 +173,7 @@ def test_detach_removes_disk_and_secret(host, registry, guest, make_info):
     result = attach.detach_volume(host, registry, guest, connection_info=info)
     assert result.to_dict() == {"domain": guest, "dev": "sda",
                                 "driver": "hvplug.virt.volume.net.LibvirtNetVolumeDriver",
-                                "live": True, "persistent": False}
+                                "live": True, "persistent": False, "layer": "the source"}
     assert live_disks(host, guest) == {} and secret_uuids(host) == set()
 
 

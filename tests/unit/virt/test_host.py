@@ -63,13 +63,15 @@ def test_reconnect_happens_only_once(host, guest, fake_libvirt):
                                           fake_libvirt.VIR_ERR_INVALID_CONN)
 
 
-def test_define_secret_creates_private_and_resets_value(host, fake_libvirt):
-    uuid = host.define_secret(secret_conf(), b"first")
-    assert host.define_secret(secret_conf(), b"second") == uuid
-    secret = host.find_secret("iscsi", "iqn.2010-10.org.openstack:volume-1/1")
-    assert secret.UUIDString() == uuid
+def test_define_secret_xml_and_lookup_by_uuid(host, fake_libvirt):
+    secret = host.define_secret_xml(secret_conf().to_xml())
+    uuid = secret.UUIDString()
+    assert host.secret_by_uuid(uuid).UUIDString() == uuid
+    assert host.find_secret("iscsi", "iqn.2010-10.org.openstack:volume-1/1").UUIDString() == uuid
+    assert [s.UUIDString() for s in host.list_secrets()] == [uuid]
+    assert host.secret_by_uuid("6f1c0b5e-0000-4000-8000-000000000000") is None
     state = fake_libvirt._hosts["qemu:///system"].secrets[uuid]
-    assert (state.private, state.ephemeral, state.value) == (True, False, b"second")
+    assert (state.private, state.ephemeral, state.value) == (True, False, None)
 
 
 def test_find_secret_absent_and_other_errors(host, fake_libvirt, monkeypatch):
@@ -89,24 +91,57 @@ def test_bad_usage_type(host):
 
 
 def test_delete_secret(host):
-    uuid = host.define_secret(secret_conf(), b"v")
+    uuid = host.define_secret_xml(secret_conf().to_xml()).UUIDString()
     assert host.secret_exists(uuid)
     assert host.delete_secret(uuid) is True
     assert host.delete_secret(uuid) is False
     assert not host.secret_exists(uuid)
 
 
-def test_domains_using_secret_sees_live_and_persistent_xml(host, make_guest):
-    uuid = host.define_secret(secret_conf(), b"v")
-    disk = (f"<disk type='network' device='disk'><source protocol='iscsi' "
-            f"name='iqn.2010-10.org.openstack:volume-1/1'><host name='127.0.0.1' port='3260'/>"
-            f"<auth username='u'><secret type='iscsi' uuid='{uuid}'/></auth></source>"
-            f"<target dev='sda' bus='scsi'/></disk>")
-    live_only, config_only, unrelated = make_guest(), make_guest(persistent=True), make_guest()
-    host.attach_device(live_only, disk, live=True)
-    host.attach_device(config_only, disk, live=False, persistent=True)
-    assert sorted(host.domains_using_secret(uuid)) == sorted([live_only, config_only])
-    assert unrelated not in host.domains_using_secret(uuid)
+DISK = ("<disk type='network' device='disk'><source protocol='iscsi' "
+        "name='iqn.2010-10.org.openstack:volume-1/1'><host name='127.0.0.1' port='3260'/>"
+        "</source><target dev='sda' bus='scsi'/></disk>")
+
+
+def test_domain_documents_cover_live_config_saved_and_snapshots(host, make_guest):
+    transient, stopped = make_guest(), make_guest(persistent=True, running=False)
+    saved, snapped = make_guest(persistent=True), make_guest(persistent=True)
+    host.attach_device(saved, DISK, live=True)
+    host.domain_call(saved, lambda dom: dom.managedSave(0))
+    host.domain_call(snapped, lambda dom: dom.snapshotCreateXML(
+        "<domainsnapshot><name>s1</name></domainsnapshot>", 16))
+    places = {(doc.domain, doc.where) for doc in host.domain_documents()}
+    assert places == {(transient, "live"), (stopped, "config"),
+                      (saved, "config"), (saved, "managed-save"),
+                      (snapped, "live"), (snapped, "config"), (snapped, "snapshot s1")}
+    (image,) = [d.xml for d in host.domain_documents() if d.where == "managed-save"]
+    assert "volume-1/1" in image
+    assert host.domain_xmls()[saved] == [host.domain_xml(saved, inactive=True)]
+
+
+def test_domain_info_sees_a_managed_save_image(host, make_guest):
+    name = make_guest(persistent=True)
+    info = host.domain_info(name)
+    assert (info.active, info.persistent, info.managed_save) == (True, True, False)
+    assert info.uuid == host.domain_uuid(name)
+    host.domain_call(name, lambda dom: dom.managedSave(0))
+    info = host.domain_info(name)
+    assert (info.active, info.persistent, info.managed_save) == (False, True, True)
+    assert "<domain" in host.managed_save_xml(name)
+
+
+def test_documents_of_a_vanished_domain_are_skipped(host, make_guest, fake_libvirt,
+                                                   monkeypatch):
+    gone, kept = make_guest(), make_guest()
+    real = fake_libvirt.virConnect.listAllDomains
+
+    def list_then_destroy(self, flags=0):  # gone vanishes between listing and fetching
+        found = real(self, flags)
+        if any(dom.name() == gone for dom in found):
+            self.lookupByName(gone).destroy()
+        return found
+    monkeypatch.setattr(fake_libvirt.virConnect, "listAllDomains", list_then_destroy)
+    assert [(d.domain, d.where) for d in host.domain_documents()] == [(kept, "live")]
 
 
 def test_stale_domain_handle_is_looked_up_again(host, fake_libvirt):
