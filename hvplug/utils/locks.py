@@ -26,6 +26,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -40,15 +41,20 @@ _MAX_POLL = 0.05
 
 
 def _thread_lock(path: Path) -> threading.Lock:
+    # abspath, not resolve(): no system calls, and every caller builds its
+    # lock paths the same way.
     with _THREAD_LOCKS_GUARD:
-        return _THREAD_LOCKS.setdefault(str(path.resolve()), threading.Lock())
+        return _THREAD_LOCKS.setdefault(os.path.abspath(path), threading.Lock())
 
 
 def _open(path: Path) -> int:
-    if path.is_dir():
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except IsADirectoryError:
         return os.open(path, os.O_RDONLY)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
 def holder(path: Path) -> str:
@@ -102,7 +108,7 @@ def hold(path: str | os.PathLike, operation: str = "", timeout: float | None = N
         fd = _open(path)
         try:
             _flock(fd, path, deadline, timeout)
-            is_file = not path.is_dir()
+            is_file = stat.S_ISREG(os.fstat(fd).st_mode)
             if is_file and operation:
                 _write_note(fd, operation)
             try:
@@ -116,9 +122,15 @@ def hold(path: str | os.PathLike, operation: str = "", timeout: float | None = N
         thread_lock.release()
 
 
+_MADE_DIRS: set[str] = set()
+
+
 def lock_dir() -> Path:
+    """``[locks] lock_path``, created (mode 0700) the first time it is used."""
     path = Path(CONF.locks.lock_path)
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if str(path) not in _MADE_DIRS:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _MADE_DIRS.add(str(path))
     return path
 
 
