@@ -90,14 +90,42 @@ def _write_note(fd: int, operation: str) -> None:
     os.pwrite(fd, note.encode(), 0)
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (named.st_dev, named.st_ino)
+
+
+def _take(path: Path, deadline, timeout, remove: bool) -> int:
+    """An fd of ``path`` with the flock held; with ``remove``, of the file
+    ``path`` still names (a holder removes it as it lets go, so a waiter
+    may have locked a file no longer there, and opens the path again)."""
+    while True:
+        fd = _open(path)
+        try:
+            _flock(fd, path, deadline, timeout)
+        except BaseException:
+            os.close(fd)
+            raise
+        if not remove or _same_file(fd, path):
+            return fd
+        os.close(fd)
+
+
 @contextlib.contextmanager
-def hold(path: str | os.PathLike, operation: str = "", timeout: float | None = None):
+def hold(path: str | os.PathLike, operation: str = "", timeout: float | None = None,
+         remove: bool = False):
     """Hold lock file ``path`` against other threads and processes.
 
     ``timeout`` None waits for ever; otherwise LockTimeout names the holder.
     A thread lock per path serialises this process (flock alone would not:
     it is per open file description).  An existing directory is locked
-    itself, and gets no note.
+    itself, and gets no note.  With ``remove``, the file is deleted as the
+    lock is let go (while still held), so lock files do not pile up.
     """
     path = Path(path)
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -105,16 +133,17 @@ def hold(path: str | os.PathLike, operation: str = "", timeout: float | None = N
     if not thread_lock.acquire(timeout=-1 if timeout is None else timeout):
         raise _timed_out(path, timeout)
     try:
-        fd = _open(path)
+        fd = _take(path, deadline, timeout, remove)
         try:
-            _flock(fd, path, deadline, timeout)
             is_file = stat.S_ISREG(os.fstat(fd).st_mode)
             if is_file and operation:
                 _write_note(fd, operation)
             try:
                 yield
             finally:
-                if is_file and operation:
+                if is_file and remove:
+                    path.unlink(missing_ok=True)
+                elif is_file and operation:
                     os.ftruncate(fd, 0)  # before close: the next holder's note stays
         finally:
             os.close(fd)  # releases the flock
@@ -135,8 +164,9 @@ def lock_dir() -> Path:
 
 
 def named(name: str, operation: str):
-    """The host-wide lock ``name`` in ``[locks] lock_path``, bounded wait."""
-    return hold(lock_dir() / name, operation, CONF.locks.lock_timeout)
+    """The host-wide lock ``name`` in ``[locks] lock_path``, bounded wait;
+    its file exists only while someone holds or waits for it."""
+    return hold(lock_dir() / name, operation, CONF.locks.lock_timeout, remove=True)
 
 
 def domain_lock_name(domain_uuid: str) -> str:
