@@ -103,6 +103,12 @@ libvirt_opts = [
         "iscsi_login_timeout", default=30.0, min=1.0,
         help="Seconds one iscsiadm discovery or login may take before it is "
         "abandoned (a stuck offload login must not hang the attach)."),
+    cfg.FloatOpt(
+        "domain_scan_cache_ttl", default=60.0, min=0.0,
+        help="Seconds a domain's XML, read while counting a secret's users, "
+        "is reused by the same process while the file libvirtd keeps for "
+        "that domain (/run/libvirt/qemu/NAME.xml, /etc/libvirt/qemu/NAME.xml) "
+        "is unchanged; qemu:///system only. 0 reads every domain every time."),
     cfg.IntOpt(
         "bulk_workers", default=4, min=1, max=64,
         help="Volumes one 'hvplug attach' or 'detach' with several "

@@ -12,13 +12,26 @@ enough, but one that starts while it waits serves every waiter at once.
 That is exactly as fresh as a scan of its own (a caller holds its secret's
 lock when it asks, so no hvplug attach of that secret can be missed), and
 P threads detaching at once scan the host about once, not P times.
+
+On ``qemu:///system`` a document is also not fetched again while the file
+libvirtd itself keeps for it is unchanged (:class:`DocumentCache`): libvirtd
+rewrites ``/run/libvirt/qemu/<name>.xml`` (by a rename, so the inode
+changes) before any change to a running domain's definition returns, and
+likewise ``/etc/libvirt/qemu/<name>.xml`` for the persistent one and the
+managed save image.  Only their ``stat`` is read, never their content; a
+missing file, another URI, or an entry older than ``[libvirt]
+domain_scan_cache_ttl`` means: fetch.  That keeps the scan's cost nearly
+flat in the number of unchanged domains (see ``doc/performance.md``).
 """
 
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+
+from hvplug.conf import CONF
 
 # Threads that fetch the documents of one scan.
 _SCAN_WORKERS = 4
@@ -43,6 +56,7 @@ class DomainScanner:
 
     def __init__(self, host):
         self.host = host
+        self.cache = DocumentCache(host.uri)
         self._cond = threading.Condition()
         self._running_since: float | None = None  # start of the scan under way
         self._done: tuple[float, list[DomainDocument]] | None = None  # (start, result)
@@ -91,6 +105,16 @@ class DomainScanner:
 
     def _fetch(self, job: tuple[str, Any, str]) -> list[DomainDocument]:
         name, dom, where = job
+        key = (dom.UUIDString(), where)  # the handle keeps the uuid: no call
+        stamp = self.cache.stamp(name, where)
+        cached = self.cache.get(key, stamp)
+        if cached is not None:
+            return cached
+        docs = self._read(name, dom, where)
+        self.cache.put(key, stamp, self.cache.stamp(name, where), docs)
+        return docs
+
+    def _read(self, name: str, dom, where: str) -> list[DomainDocument]:
         lib = self.host.libvirt
         try:
             if where == "live":
@@ -105,3 +129,52 @@ class DomainScanner:
             if any(self.host.is_code(exc, code) for code in _VANISHED):
                 return []
             raise
+
+
+# Where qemu:///system's libvirtd keeps each kind of document (Debian's and
+# upstream's default paths); snapshots are always fetched.
+_QEMU_SYSTEM_FILES = {"live": "/run/libvirt/qemu/{}.xml",
+                      "config": "/etc/libvirt/qemu/{}.xml",
+                      "managed-save": "/var/lib/libvirt/qemu/save/{}.save"}
+
+
+class DocumentCache:
+    """Documents of unchanged domains, keyed by the stat of libvirtd's file.
+
+    A stamp is ``(inode, mtime_ns, size)`` of the file, taken before the
+    fetch; the result is kept only if the file is still the same after it,
+    so a change racing the fetch is fetched again next time.
+    """
+
+    def __init__(self, uri: str):
+        self.enabled = uri == "qemu:///system"
+        self._entries: dict[tuple, tuple[tuple, float, list]] = {}
+        self._lock = threading.Lock()
+
+    def stamp(self, name: str, where: str) -> tuple | None:
+        pattern = _QEMU_SYSTEM_FILES.get(where)
+        if not self.enabled or pattern is None or not CONF.libvirt.domain_scan_cache_ttl:
+            return None
+        try:
+            info = os.stat(pattern.format(name))
+        except OSError:
+            return None
+        return info.st_ino, info.st_mtime_ns, info.st_size
+
+    def get(self, key: tuple, stamp: tuple | None) -> list | None:
+        if stamp is None:
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or entry[0] != stamp:
+            return None
+        if time.monotonic() - entry[1] > CONF.libvirt.domain_scan_cache_ttl:
+            return None
+        return entry[2]
+
+    def put(self, key: tuple, before: tuple | None, after: tuple | None, docs: list) -> None:
+        with self._lock:
+            if before is not None and before == after:
+                self._entries[key] = (before, time.monotonic(), docs)
+            else:
+                self._entries.pop(key, None)
