@@ -96,23 +96,36 @@ class DomainScanner:
                 wanted += [(dom.name(), dom, where) for dom in conn.listAllDomains(flag)]
             return wanted
         jobs = self.host.call(listing)
-        if len(jobs) <= 2:
-            fetched = [self._fetch(job) for job in jobs]
+        found: list[list[DomainDocument] | None] = [self._cached(job) for job in jobs]
+        missing = [i for i, docs in enumerate(found) if docs is None]
+        if len(missing) <= 2:
+            for i in missing:
+                found[i] = self._fetch(jobs[i])
         else:
-            with ThreadPoolExecutor(min(_SCAN_WORKERS, len(jobs))) as pool:
-                fetched = list(pool.map(self._fetch, jobs))
-        return [doc for docs in fetched for doc in docs]
+            with ThreadPoolExecutor(min(_SCAN_WORKERS, len(missing))) as pool:
+                for i, docs in zip(missing, pool.map(self._fetch, [jobs[i] for i in missing]),
+                                   strict=True):
+                    found[i] = docs
+        return [doc for docs in found for doc in docs]
+
+    def _cached(self, job: tuple[str, Any, str]) -> list[DomainDocument] | None:
+        name, dom, where = job
+        return self.cache.get((dom.UUIDString(), where), self.cache.stamp(name, where))
 
     def _fetch(self, job: tuple[str, Any, str]) -> list[DomainDocument]:
         name, dom, where = job
-        key = (dom.UUIDString(), where)  # the handle keeps the uuid: no call
         stamp = self.cache.stamp(name, where)
-        cached = self.cache.get(key, stamp)
-        if cached is not None:
-            return cached
         docs = self._read(name, dom, where)
-        self.cache.put(key, stamp, self.cache.stamp(name, where), docs)
+        # The handle keeps the uuid: no call to libvirtd.
+        self.cache.put((dom.UUIDString(), where), stamp, self.cache.stamp(name, where), docs)
         return docs
+
+    def live_xml(self, name: str, dom) -> str:
+        """``dom``'s live XML, fetched now and kept for the next scan."""
+        docs = self._fetch((name, dom, "live"))
+        if not docs:  # it stopped meanwhile: let the caller see libvirt's error
+            return dom.XMLDesc(0)
+        return docs[0].xml
 
     def _read(self, name: str, dom, where: str) -> list[DomainDocument]:
         lib = self.host.libvirt

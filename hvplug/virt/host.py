@@ -206,7 +206,10 @@ class Host:
             timeout = CONF.libvirt.device_detach_timeout
         deadline = time.monotonic() + timeout
         delay = _DETACH_FIRST_POLL
-        while dev in target_devs(self.domain_xml(name)):
+        # Read through the scanner, so the secret-user scan that follows a
+        # detach need not fetch this domain's XML again.
+        while dev in target_devs(self.domain_call(
+                name, lambda dom: self._scanner.live_xml(name, dom))):
             if time.monotonic() >= deadline:
                 raise exception.DeviceDetachTimeout(dev=dev, domain=name, timeout=timeout)
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
