@@ -43,6 +43,9 @@ class VolumeOutcome:
 
 
 def _error(exc: Exception) -> dict:
+    if type(exc).__name__ == "libvirtError":  # a libvirt failure no layer translated
+        exc = exception.LibvirtError(action="complete the operation",
+                                     reason=exc.get_error_message())
     if isinstance(exc, exception.HvplugError):
         return {"type": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
     return {"type": type(exc).__name__, "message": f"unexpected {type(exc).__name__}",

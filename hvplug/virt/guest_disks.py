@@ -165,12 +165,9 @@ class DomainView:
 
     def __init__(self, host, domain: str):
         self.name = domain
-        state = host.domain_info(domain)
+        state, self.live_xml, self.config_xml, self.saved_xml = host.domain_view(domain)
         self.uuid, self.active, self.persistent = state.uuid, state.active, state.persistent
         self.managed_save = state.managed_save
-        self.live_xml = host.domain_xml(domain) if self.active else None
-        self.config_xml = host.domain_xml(domain, inactive=True) if self.persistent else None
-        self.saved_xml = host.managed_save_xml(domain) if self.managed_save else None
 
     @property
     def current_xml(self) -> str:

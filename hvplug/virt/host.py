@@ -12,8 +12,10 @@ domain up again on the new connection.
 
 import importlib
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -36,6 +38,9 @@ _USAGE_TYPES = {"volume": "VIR_SECRET_USAGE_TYPE_VOLUME",
                 "ceph": "VIR_SECRET_USAGE_TYPE_CEPH",
                 "iscsi": "VIR_SECRET_USAGE_TYPE_ISCSI"}
 
+# Threads for independent libvirt calls (a scan's fetches, a view's reads):
+# libvirtd answers calls on one connection concurrently.
+_PARALLEL_CALLS = 4
 _DETACH_FIRST_POLL = 0.005
 _DETACH_MAX_POLL = 0.25
 
@@ -65,6 +70,8 @@ class Host:
         self.libvirt = import_libvirt()
         self._conn = None
         self._domains: dict[str, tuple[Any, Any]] = {}
+        self._executor: ThreadPoolExecutor | None = None
+        self._executor_lock = threading.Lock()
         self._scanner = DomainScanner(self)
 
     # -- connection -------------------------------------------------------
@@ -151,6 +158,37 @@ class Host:
             saved = bool(not active and persistent and dom.hasManagedSaveImage(0))
             return DomainInfo(dom.UUIDString(), active, persistent, saved)
         return self.domain_call(name, read)
+
+    def domain_view(self, name: str) -> tuple[DomainInfo, str | None, str | None, str | None]:
+        """State, live, persistent and managed-save XML of domain ``name``.
+
+        The calls that do not depend on each other (isActive, isPersistent,
+        XMLDesc) are made at once: under load each libvirt round trip costs
+        milliseconds, and attach and detach read this first.
+        """
+        lib = self.libvirt
+
+        def read(dom):
+            pool = self.executor()
+            calls = [pool.submit(dom.isActive), pool.submit(dom.isPersistent),
+                     pool.submit(dom.XMLDesc, 0)]
+            active, persistent, xml = (bool(calls[0].result()), bool(calls[1].result()),
+                                       calls[2].result())
+            saved = bool(not active and persistent and dom.hasManagedSaveImage(0))
+            info = DomainInfo(dom.UUIDString(), active, persistent, saved)
+            if not active:  # XMLDesc(0) of a shut-off domain is its definition
+                return info, None, xml, dom.managedSaveGetXMLDesc(0) if saved else None
+            config = dom.XMLDesc(lib.VIR_DOMAIN_XML_INACTIVE) if persistent else None
+            return info, xml, config, None
+        return self.domain_call(name, read)
+
+    def executor(self) -> ThreadPoolExecutor:
+        """The threads this Host makes independent libvirt calls in."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(_PARALLEL_CALLS,
+                                                    thread_name_prefix="hvplug-libvirt")
+            return self._executor
 
     def domain_uuid(self, name: str) -> str:
         """Domain ``name``'s uuid (kept in the handle: no call to libvirtd)."""

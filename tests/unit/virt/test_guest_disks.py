@@ -116,15 +116,10 @@ class ViewHost:
     def __init__(self, live=None, config=None, saved=None):
         self.xml = {"live": live, "config": config, "saved": saved}
 
-    def domain_info(self, name):
-        return FakeInfo(self.xml["live"] is not None, self.xml["config"] is not None,
+    def domain_view(self, name):
+        info = FakeInfo(self.xml["live"] is not None, self.xml["config"] is not None,
                         self.xml["saved"] is not None)
-
-    def domain_xml(self, name, inactive=False):
-        return self.xml["config" if inactive else "live"]
-
-    def managed_save_xml(self, name):
-        return self.xml["saved"]
+        return info, self.xml["live"], self.xml["config"], self.xml["saved"]
 
 
 def test_domain_view_places_a_disk_live_persistent_or_saved():
