@@ -5,7 +5,8 @@ Exit codes: 0 the host is right (after any repairs, or with nothing to do);
 ``--connection-info`` of its volume was given, a lock was busy) or, with
 ``--dry-run``, something would change; 2 bad input.
 
-JSON (``--json``): ``{"ok": bool, "dry_run": bool, "findings": [{"kind":
+JSON (``--json``): ``{"ok": bool, "dry_run": bool, "stale_locks_removed": int,
+"findings": [{"kind":
 "orphan-secret"|"missing-secret", "secret_uuid", "secret_usage", "action",
 "ok", "domain", "where", "dev", "source", "detail"}]}``.
 """
@@ -56,7 +57,11 @@ def cmd_reconcile(args, ctx) -> int:
                                  dry_run=args.dry_run, connection_infos=infos)
     findings = report.findings
     text = "\n".join(_line(f) for f in findings) or "Nothing to reconcile: the host is right."
+    if report.stale_locks_removed:
+        text += (f"\nRemoved {report.stale_locks_removed} lock file(s) left by killed "
+                 "hvplug processes.")
     ctx.output({"ok": report.ok, "dry_run": args.dry_run,
+                "stale_locks_removed": report.stale_locks_removed,
                 "findings": [f.to_dict() for f in findings]}, text)
     changes = args.dry_run and any(f.action.startswith("would") for f in findings)
     for finding in findings:

@@ -9,6 +9,7 @@ gone:
   attach whose guest restarted, a disk moved away by ``blockcopy
   --pivot``) is removed, under the usage's lock, after counting its users
   again;
+- a **stale lock file** (a process killed while holding it) is removed;
 - a **missing secret**: a disk (any layer, live, persistent or in a
   managed save image) that references a secret, by uuid or by usage, that
   does not exist is reported, and re-created when a ``connection_info`` of
@@ -54,6 +55,7 @@ class Finding:
 @dataclass
 class Report:
     findings: list[Finding] = field(default_factory=list)
+    stale_locks_removed: int = 0  # lock files left by killed processes
 
     @property
     def ok(self) -> bool:
@@ -80,6 +82,8 @@ def reconcile(host, registry, domain: str | None = None, dry_run: bool = False,
     documents = host.domain_documents()
     _missing(host, registry, documents, domain, dry_run, connection_infos or [], report)
     _orphans(host, documents, dry_run, report)
+    if not dry_run:
+        report.stale_locks_removed = locks.sweep()
     return report
 
 

@@ -61,6 +61,14 @@ INTERRUPTED = ("Interrupted by {}; what was under way was rolled back, so nothin
 LATE = "hvplug: {} arrived after the operation had completed; its result stands"
 
 
+@pytest.fixture(autouse=True)
+def sweep_lock_files():
+    """A SIGKILLed hvplug leaves its lock file (as reconcile would, clear those
+    nobody holds; a file another test holds is left alone)."""
+    yield
+    locks.sweep()
+
+
 class Child:
     """``hvplug`` as a child process whose stderr is read line by line."""
 

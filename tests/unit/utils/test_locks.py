@@ -196,3 +196,20 @@ def test_secret_lock_names_are_stable_and_distinct():
     assert one != locks.secret_lock_name("iscsi", "iqn.2010-10.org.openstack:volume-1/2")
     assert one != locks.secret_lock_name("ceph", "iqn.2010-10.org.openstack:volume-1/1")
     assert one.startswith("secret-") and "/" not in one and len(one) == len("secret-") + 32
+
+
+def test_sweep_removes_the_files_of_killed_holders_and_spares_held_ones(lock_path,
+                                                                        holder_process):
+    with locks.hold(lock_path / "domain-left-by-a-kill", "attach"):
+        pass  # a file without a holder, as a SIGKILL leaves it
+    (lock_path / "domain-left-by-a-kill").write_text("pid 1: attach (since 10:00:00)\n")
+    held = holder_process(lock_path / "secret-held")
+    (lock_path / "not-a-lock.txt").write_text("someone else's file")
+    try:
+        assert locks.sweep() == 1
+        assert not (lock_path / "domain-left-by-a-kill").exists()
+        assert f"pid {held.pid}:" in locks.holder(lock_path / "secret-held")
+        assert (lock_path / "not-a-lock.txt").read_text() == "someone else's file"
+    finally:
+        held.stdin.close()
+        held.wait(5)
