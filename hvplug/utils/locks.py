@@ -158,7 +158,12 @@ def lock_dir() -> Path:
     """``[locks] lock_path``, created (mode 0700) the first time it is used."""
     path = Path(CONF.locks.lock_path)
     if str(path) not in _MADE_DIRS:
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise exception.ConfigFileError(
+                reason=f"[locks] lock_path {path}: cannot create it ({exc.strerror or exc}); "
+                "set it to a directory this user can create and write") from None
         _MADE_DIRS.add(str(path))
     return path
 

@@ -213,3 +213,14 @@ def test_sweep_removes_the_files_of_killed_holders_and_spares_held_ones(lock_pat
     finally:
         held.stdin.close()
         held.wait(5)
+
+
+def test_a_lock_path_that_cannot_be_made_is_bad_input_naming_the_option(tmp_path,
+                                                                        config_fixture):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config_fixture.config(group="locks", lock_path=str(blocker / "locks"))
+    with pytest.raises(exception.ConfigFileError) as err:
+        locks.lock_dir()
+    assert err.value.exit_code == 2
+    assert "[locks] lock_path" in err.value.message and str(blocker) in err.value.message
