@@ -1,10 +1,9 @@
 """What every command shares: the host, the registry, input and output."""
 
 import json
-import sys
-from pathlib import Path
 
 from hvplug import exception
+from hvplug.utils import inputs
 from hvplug.utils.masking import mask_dict, redact
 
 
@@ -36,18 +35,11 @@ class Context:
             self._host.close()
 
     def read_connection_info(self, path: str) -> dict:
-        """Parse ``--connection-info`` (a file, or ``-`` for stdin)."""
-        try:
-            text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        except OSError as exc:
-            raise exception.InvalidInput(
-                reason=f"cannot read --connection-info {path}: {exc.strerror or exc}") from None
-        try:
-            info = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise exception.InvalidConnectionInfo(
-                reason=f"malformed JSON in {path}: {exc.msg} at line {exc.lineno} "
-                f"column {exc.colno}") from None
+        """Parse ``--connection-info`` (a file, or ``-`` for stdin), strictly:
+        UTF-8 JSON of bounded size and depth (:mod:`hvplug.utils.inputs`)."""
+        raw = inputs.read_bytes(path, "--connection-info")
+        info = inputs.json_document(raw, "stdin" if path == "-" else inputs.shown(path),
+                                    error=exception.InvalidConnectionInfo)
         self.secrets.extend(_passwords(info))
         return info
 
@@ -66,7 +58,7 @@ class Context:
         if self.args.json:
             print(json.dumps(payload if reveal else mask_dict(payload), indent=2))
         else:
-            print(text)
+            print(inputs.for_terminal(text, keep_newlines=True))
 
 
 def _passwords(info) -> list[str]:

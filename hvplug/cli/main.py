@@ -21,10 +21,28 @@ from hvplug.cli import (
 from hvplug.cli.context import Context
 from hvplug.conf import CONF
 from hvplug.conf.opts import list_opts
-from hvplug.utils import interrupts
+from hvplug.utils import inputs, interrupts
 
 COMMAND_GROUPS = (guest_volumes, reconcile_command, target_commands, iface_commands,
                   volume_commands)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with its usage errors printed terminal-safe: a bad argument
+    is quoted with its control characters escaped, on one line (exit 2)."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(exception.EXIT_BAD_INPUT,
+                  f"{self.prog}: error: {inputs.for_terminal(message)}\n")
+
+
+class TerminalSafeFormatter(logging.Formatter):
+    """Log lines with input's control characters escaped (tracebacks of
+    --debug keep their lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return inputs.for_terminal(super().formatMessage(record))
 
 
 def common_options(suppress: bool) -> argparse.ArgumentParser:
@@ -44,7 +62,7 @@ def common_options(suppress: bool) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="hvplug", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common_options(suppress=False)])
@@ -92,7 +110,7 @@ def report_error(exc: Exception, args, ctx: Context) -> int:
     if getattr(args, "json", False):
         print(json.dumps({"error": {"type": type(exc).__name__, "message": message,
                                     "exit_code": code}}))
-    print(f"hvplug: error: {message}", file=sys.stderr)
+    print(f"hvplug: error: {inputs.for_terminal(message)}", file=sys.stderr)
     if getattr(args, "debug", False):
         logging.getLogger(__name__).exception("traceback (from --debug)")
     return code
@@ -100,11 +118,14 @@ def report_error(exc: Exception, args, ctx: Context) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+                        handlers=[handler])
     ctx = Context(args)
     previous = interrupts.install()
     try:
+        inputs.check_arguments(args)
         load_config(args.config_file)
         code = args.func(args, ctx)
         late = interrupts.late_signal()

@@ -1,50 +1,68 @@
 """iSCSI portal strings: parse, format, and find one that answers."""
 
 import concurrent.futures
-import ipaddress
+import re
 import socket
 
 from hvplug import exception
+from hvplug.utils import inputs
 
 DEFAULT_ISCSI_PORT = 3260
+# libvirt's basictypes.rng: ipv4Addr, ipv6Addr and dnsName, as a <host name=...> takes them.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9][0-9]|[0-9])"
+_IPV4_TEXT = rf"(?:{_OCTET}\.){{3}}{_OCTET}"
+_IPV4 = re.compile(_IPV4_TEXT)
+_H = "[0-9A-Fa-f]{1,4}"
+_IPV6 = re.compile("|".join((
+    rf"(?:{_H}:){{7}}{_H}", rf"(?:{_H}:){{6}}:{_H}", rf"(?:{_H}:){{5}}:(?:{_H}:)?{_H}",
+    rf"(?:{_H}:){{4}}:(?:{_H}:){{0,2}}{_H}", rf"(?:{_H}:){{3}}:(?:{_H}:){{0,3}}{_H}",
+    rf"(?:{_H}:){{2}}:(?:{_H}:){{0,4}}{_H}", rf"(?:{_H}:){{6}}{_IPV4_TEXT}",
+    rf"(?:{_H}:){{0,5}}:{_IPV4_TEXT}", rf"::(?:{_H}:){{0,5}}{_IPV4_TEXT}",
+    rf"{_H}::(?:{_H}:){{0,5}}{_H}", rf"::(?:{_H}:){{0,6}}{_H}", rf"(?:{_H}:){{1,7}}:", "::")))
+_DNS_NAME = re.compile(r"[a-zA-Z0-9.-]+")
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
-def parse_portal(portal: str, default_port: int = DEFAULT_ISCSI_PORT) -> tuple[str, int]:
-    """Split ``"host[:port]"`` into ``(host, port)``.
+def parse_portal(portal: str, default_port: int = DEFAULT_ISCSI_PORT,
+                 key: str = "portal") -> tuple[str, int]:
+    """Split ``"host[:port]"`` into ``(host, port)``, checked.
 
     IPv6 addresses come bracketed (``"[2001:db8::1]:3260"``); a bare IPv6
-    address without a port is accepted too.  Raises InvalidConnectionInfo.
+    address without a port is accepted too.  The host must be what libvirt's
+    schema takes for a ``<host name=...>``: an IPv4 or IPv6 address or a DNS
+    name (letters, digits, '.', '-'); the port 1-65535.  Raises
+    InvalidConnectionInfo naming ``key``.
 
     >>> parse_portal("[::1]:3261")
     ('::1', 3261)
     """
     if not isinstance(portal, str) or not portal.strip():
         raise exception.InvalidConnectionInfo(
-            reason=f"portal {portal!r} is not a 'host:port' string")
+            reason=f"{key} {inputs.shown(portal)} is not a 'host:port' string")
     text = portal.strip()
     host, port = text, str(default_port)
     if text.startswith("["):
         host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
+        if not sep or (rest and not rest.startswith(":")) or not _IPV6.fullmatch(host):
             raise exception.InvalidConnectionInfo(
-                reason=f"portal {portal!r}: an IPv6 address is written '[addr]:port'")
+                reason=f"{key} {inputs.shown(portal)}: an IPv6 address is written "
+                "'[addr]:port'")
         port = rest[1:] or port
     elif text.count(":") == 1:
         host, port = text.split(":")
-    elif text.count(":") > 1 and not _is_ipv6(text):
+    elif text.count(":") > 1 and not _IPV6.fullmatch(text):
         raise exception.InvalidConnectionInfo(
-            reason=f"portal {portal!r} is not 'host:port' (bracket IPv6 addresses)")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            reason=f"{key} {inputs.shown(portal)} is not 'host:port' (bracket IPv6 "
+            "addresses)")
+    if not (_IPV4.fullmatch(host) or _IPV6.fullmatch(host)
+            or (_DNS_NAME.fullmatch(host) and len(host) <= 253)):
         raise exception.InvalidConnectionInfo(
-            reason=f"portal {portal!r} needs a host and a port between 1 and 65535")
+            reason=f"{key} {inputs.shown(portal)}: the host must be an IP address or a "
+            "DNS name (letters, digits, '.' and '-')")
+    if not _PORT.fullmatch(port) or not 0 < int(port) < 65536:
+        raise exception.InvalidConnectionInfo(
+            reason=f"{key} {inputs.shown(portal)} needs a port from 1 to 65535")
     return host, int(port)
-
-
-def _is_ipv6(text: str) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == 6
-    except ValueError:
-        return False
 
 
 def format_portal(host: str, port: int) -> str:

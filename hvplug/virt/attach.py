@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 from lxml import etree
 
-from hvplug import exception
+from hvplug import connection_schema, exception
 from hvplug.conf import CONF
 from hvplug.utils import interrupts, locks
 from hvplug.utils.masking import mask_dict
@@ -66,14 +66,16 @@ class DetachResult:
 
 def check_connection_info(connection_info) -> dict:
     """The outer shape every driver relies on; drivers check ``data``."""
-    if not isinstance(connection_info, dict):
-        raise exception.InvalidConnectionInfo(reason="it must be a JSON object")
-    volume_type = connection_info.get("driver_volume_type")
-    if not isinstance(volume_type, str) or not volume_type:
-        raise exception.InvalidConnectionInfo(reason="driver_volume_type is missing")
-    if not isinstance(connection_info.get("data"), dict):
-        raise exception.InvalidConnectionInfo(reason="data is missing or not an object")
-    return connection_info
+    return connection_schema.check_outer(connection_info)
+
+
+def checked_driver(registry: VolumeDriverRegistry, connection_info):
+    """The driver of ``connection_info``, the whole document checked against
+    its shape first: nothing is touched for a document that is not right."""
+    check_connection_info(connection_info)
+    driver = registry.driver_for(connection_info)
+    driver.validate(connection_info)
+    return driver
 
 
 def class_path(driver) -> str:
@@ -120,8 +122,7 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     persistent configuration as well (``promoted``).
     """
     interrupts.begin()
-    check_connection_info(connection_info)
-    driver = registry.driver_for(connection_info)
+    driver = checked_driver(registry, connection_info)
     bus = bus or CONF.libvirt.disk_bus
     guest_disks.check_bus(bus)
     operation = f"attach volume {volume_name(connection_info)} to domain '{domain}'"
@@ -241,8 +242,7 @@ def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
         raise exception.InvalidInput(reason="give a connection_info or a target device name")
     driver = None
     if connection_info is not None:
-        check_connection_info(connection_info)
-        driver = registry.driver_for(connection_info)
+        driver = checked_driver(registry, connection_info)
     what = f"volume {volume_name(connection_info)}" if connection_info else f"device {dev}"
     interrupts.begin()
     return _detach(host, registry, domain, driver, connection_info, dev,
@@ -317,8 +317,7 @@ def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
     A secret gets a fresh UUID that the disk references, so the pair can be
     fed to ``virsh secret-define`` and ``virsh attach-device`` as is.
     """
-    check_connection_info(connection_info)
-    driver = registry.driver_for(connection_info)
+    driver = checked_driver(registry, connection_info)
     bus = bus or CONF.libvirt.disk_bus
     dev = (guest_disks.check_dev_name(dev, bus, set(), "(rendered)") if dev
            else guest_disks.free_dev_name(bus, set(), "(rendered)"))

@@ -59,8 +59,7 @@ def _checked(registry, infos: list[dict]) -> None:
     seen: dict[tuple, int] = {}
     for index, info in enumerate(infos, 1):
         try:
-            attach.check_connection_info(info)
-            registry.driver_for(info).validate(info)
+            attach.checked_driver(registry, info)
         except exception.InvalidInput as exc:
             raise type(exc)(f"connection_info #{index}: {exc.message}") from None
         key = _identity(info)

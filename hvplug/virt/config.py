@@ -23,7 +23,8 @@ from typing import Any, Self
 
 from lxml import etree
 
-from hvplug import exception
+from hvplug import connection_schema, exception
+from hvplug.connection_schema import IOTUNE_KEYS
 
 PathSpec = str | Callable[[Any], str | None]
 
@@ -280,11 +281,6 @@ def _clean_host(item: tuple) -> tuple[str, str | None]:
 
 _SOURCE_PATHS = {"file": "./source/@file", "block": "./source/@dev"}
 
-# The Cinder front-end qos_specs keys that map one-to-one onto <iotune>.
-IOTUNE_KEYS = (
-    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
-    "total_iops_sec", "read_iops_sec", "write_iops_sec", "size_iops_sec",
-)
 # libvirt takes either a total limit or read/write limits, never both.
 _IOTUNE_EXCLUSIVE = (
     ("total_bytes_sec", ("read_bytes_sec", "write_bytes_sec")),
@@ -303,11 +299,7 @@ def _check_iotune(values: Mapping[str, int | None]) -> None:
 
 
 def _qos_value(key: str, raw: Any) -> int:
-    text = str(raw).strip() if isinstance(raw, (int, str)) else ""
-    if isinstance(raw, bool) or not (text.isascii() and text.isdigit()):
-        raise exception.InvalidInput(
-            reason=f"qos_specs {key}={raw!r} is not a non-negative integer")
-    return int(text)
+    return connection_schema.iotune_value(raw, f"qos_specs {key}")
 
 
 def _iotune(name: str) -> XMLProperty:
@@ -375,6 +367,9 @@ class LibvirtConfigGuestDisk(LibvirtConfigObject):
         :data:`IOTUNE_KEYS` are ignored.  0 means "no limit" (as in libvirt)
         and clears the limit.  Nothing changes if any value is invalid.
         """
+        if qos_specs is not None and not isinstance(qos_specs, Mapping):
+            raise exception.InvalidInput(
+                reason=f"qos_specs must be an object, not {type(qos_specs).__name__}")
         given = {key: _qos_value(key, raw)
                  for key, raw in (qos_specs or {}).items()
                  if key in IOTUNE_KEYS and raw is not None}

@@ -64,9 +64,8 @@ class Report:
 
 def check_info(registry, info: dict) -> None:
     """A given connection_info's shape and driver, checked before anything runs."""
-    from hvplug.virt.attach import check_connection_info
-    check_connection_info(info)
-    registry.driver_for(info)
+    from hvplug.virt.attach import checked_driver
+    checked_driver(registry, info)
 
 
 def reconcile(host, registry, domain: str | None = None, dry_run: bool = False,

@@ -15,7 +15,7 @@ what it chose in ``connection_info["data"]`` for ``get_config``;
 
 from typing import Any
 
-from hvplug import exception
+from hvplug import connection_schema, exception
 from hvplug.conf import CONF
 from hvplug.utils import executor
 from hvplug.virt import config
@@ -25,6 +25,8 @@ class LibvirtBaseVolumeDriver:
     """Base class of volume drivers; subclasses set ``driver_volume_type``."""
 
     driver_volume_type = ""
+    # The keys of ``connection_info["data"]`` this driver reads, with their rules.
+    data_shape = connection_schema.COMMON
 
     def __init__(self, host, execute=None):
         self.host = host
@@ -32,9 +34,11 @@ class LibvirtBaseVolumeDriver:
 
     # -- the contract -----------------------------------------------------
     def validate(self, connection_info: dict) -> object:
-        """Check ``connection_info["data"]`` for this driver, changing nothing
-        (InvalidConnectionInfo names the key); bulk calls check every
-        document this way before any volume is touched."""
+        """Check ``connection_info`` against ``data_shape`` (and, in a
+        subclass, what goes beyond one key), changing nothing
+        (InvalidConnectionInfo names the key).  Every flow calls it before
+        anything is touched; bulk calls check every document first."""
+        connection_schema.check(connection_info, self.data_shape)
         return None
 
     def connect_volume(self, connection_info: dict, domain: str) -> None:

@@ -29,7 +29,7 @@ import os
 import re
 from pathlib import Path
 
-from hvplug import exception
+from hvplug import connection_schema, exception
 from hvplug.conf import CONF
 from hvplug.initiator.devices import Devices, attached_luns
 from hvplug.utils import fileutils
@@ -193,6 +193,7 @@ class LibvirtFibreChannelVolumeDriver(LibvirtBaseBlockVolumeDriver):
     """FC volumes attached by the host through os-brick, as ``<disk type='block'>``."""
 
     driver_volume_type = "fibre_channel"
+    data_shape = connection_schema.FIBRE_CHANNEL
     # The host's trees; another root (a test, a chroot) is passed to __init__.
     sysfs_root = "/sys"
     dev_root = "/dev"
@@ -210,6 +211,7 @@ class LibvirtFibreChannelVolumeDriver(LibvirtBaseBlockVolumeDriver):
         self._connector = None
 
     def validate(self, connection_info: dict) -> list:
+        super().validate(connection_info)
         return fc_luns(connection_info["data"])
 
     # -- settings ------------------------------------------------------------------

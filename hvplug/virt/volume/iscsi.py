@@ -29,7 +29,7 @@ import logging
 import time
 from pathlib import Path
 
-from hvplug import exception
+from hvplug import connection_schema, exception
 from hvplug.conf import CONF
 from hvplug.initiator.devices import Devices, attached_luns, lun_key
 from hvplug.initiator.iface import IfaceManager
@@ -80,6 +80,7 @@ class LibvirtISCSIVolumeDriver(LibvirtBaseBlockVolumeDriver):
     """iSCSI volumes logged in by the host, attached as ``<disk type='block'>``."""
 
     driver_volume_type = "iscsi"
+    data_shape = connection_schema.ISCSI
     # The host's trees; another root (a test, a chroot) is passed to __init__.
     sysfs_root = "/sys"
     dev_root = "/dev"
@@ -96,6 +97,7 @@ class LibvirtISCSIVolumeDriver(LibvirtBaseBlockVolumeDriver):
         self._warned: set[str] = set()
 
     def validate(self, connection_info: dict) -> list:
+        super().validate(connection_info)
         data = connection_info["data"]
         auth_settings(data)
         return iscsi_targets(data)

@@ -22,9 +22,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from hvplug import exception
+from hvplug import connection_schema, exception
 from hvplug.conf import CONF
-from hvplug.utils import locks, portals
+from hvplug.utils import inputs, locks, portals
 from hvplug.virt import config, secrets
 from hvplug.virt.secrets import attribute_text as xmlutil_escape
 from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, require
@@ -58,38 +58,41 @@ class ISCSITarget:
         return f"{self.iqn}/{self.lun}"
 
 
-def _lun(value, key: str) -> int:
-    if isinstance(value, bool) or not (isinstance(value, int) or str(value).isdigit()):
-        raise exception.InvalidConnectionInfo(
-            reason=f"{key} must be a LUN number, not {value!r}")
-    return int(value)
-
-
 def iscsi_targets(data: dict) -> list[ISCSITarget]:
-    """Every (portal, iqn, lun) ``data`` offers, the primary first.
+    """Every (portal, iqn, lun) ``data`` offers, the primary first, each once.
 
     ``target_portals`` pairs index by index with ``target_iqns`` and
     ``target_luns`` (Cinder's multipath keys); where those are absent the
-    primary IQN and LUN apply to every portal.
+    primary IQN and LUN apply to every portal.  Linear in the number of
+    portals.
     """
-    iqn = require(data, "target_iqn")
-    lun = _lun(require(data, "target_lun", (int, str)), "data.target_lun")
-    primary = ISCSITarget(*portals.parse_portal(require(data, "target_portal")), iqn, lun)
+    iqn = connection_schema.iqn(require(data, "target_iqn"), "data.target_iqn")
+    lun = connection_schema.lun(require(data, "target_lun", (int, str)), "data.target_lun")
+    primary = ISCSITarget(*connection_schema.portal(require(data, "target_portal"),
+                                                    "data.target_portal"), iqn, lun)
     extra = data.get("target_portals") or []
     if not isinstance(extra, list):
         raise exception.InvalidConnectionInfo(reason="data.target_portals must be a list")
     iqns = data.get("target_iqns") or [iqn] * len(extra)
     luns = data.get("target_luns") or [lun] * len(extra)
-    if not (len(iqns) == len(luns) == len(extra)):
+    if not (isinstance(iqns, list) and isinstance(luns, list)
+            and len(iqns) == len(luns) == len(extra)):
         raise exception.InvalidConnectionInfo(
-            reason="data.target_portals, target_iqns and target_luns differ in length")
-    targets = [primary]
-    for portal, each_iqn, each_lun in zip(extra, iqns, luns, strict=True):
-        target = ISCSITarget(*portals.parse_portal(portal), each_iqn,
-                             _lun(each_lun, "data.target_luns"))
-        if target not in targets:
-            targets.append(target)
-    return targets
+            reason="data.target_portals, target_iqns and target_luns must be lists of "
+            f"one length (got {_length(extra)}, {_length(iqns)} and {_length(luns)})")
+    targets = {primary: None}
+    for index, (each_portal, each_iqn, each_lun) in enumerate(zip(extra, iqns, luns,
+                                                                  strict=True)):
+        target = ISCSITarget(
+            *connection_schema.portal(each_portal, f"data.target_portals[{index}]"),
+            connection_schema.iqn(each_iqn, f"data.target_iqns[{index}]"),
+            connection_schema.lun(each_lun, f"data.target_luns[{index}]"))
+        targets.setdefault(target, None)
+    return list(targets)
+
+
+def _length(value) -> str:
+    return str(len(value)) if isinstance(value, list) else inputs.type_name(value)
 
 
 def chap_credentials(data: dict) -> tuple[str, str] | None:
@@ -99,23 +102,29 @@ def chap_credentials(data: dict) -> tuple[str, str] | None:
         return None
     if str(method).upper() != "CHAP":
         raise exception.InvalidConnectionInfo(
-            reason=f"data.auth_method {method!r} is not supported (use CHAP or leave it out)")
+            reason=f"data.auth_method {inputs.shown(method)} is not supported (use CHAP or "
+            "leave it out)")
     return require(data, "auth_username"), require(data, "auth_password")
 
 
 def initiator_name() -> str:
     """This host's initiator IQN: the option, else open-iscsi's file."""
     if CONF.libvirt.iscsi_initiator_name:
-        return CONF.libvirt.iscsi_initiator_name
+        return connection_schema.iqn(CONF.libvirt.iscsi_initiator_name,
+                                     "[libvirt] iscsi_initiator_name")
     path = Path(CONF.libvirt.iscsi_initiator_file)
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
     except OSError as exc:
         raise exception.InitiatorNameNotFound(path=path, reason=exc.strerror) from None
     for line in lines:
         key, _, value = line.strip().partition("=")
         if key.strip() == "InitiatorName" and value.strip():
-            return value.strip()
+            try:
+                return connection_schema.iqn(value.strip(), "InitiatorName")
+            except exception.InvalidInput as exc:
+                raise exception.InitiatorNameNotFound(
+                    path=path, reason=exc.kwargs["reason"]) from None
     raise exception.InitiatorNameNotFound(path=path, reason="no InitiatorName= line")
 
 
@@ -123,15 +132,26 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
     """iSCSI volumes as ``<disk type='network'>`` served by QEMU's initiator."""
 
     driver_volume_type = "iscsi"
+    data_shape = connection_schema.ISCSI_NETWORK
 
     def validate(self, connection_info: dict) -> list[ISCSITarget]:
+        super().validate(connection_info)
         data = connection_info["data"]
         chap_credentials(data)
         return iscsi_targets(data)
 
     def select_target(self, connection_info: dict) -> ISCSITarget:
-        """The first target, in order, whose portal accepts a TCP connection."""
+        """The first target, in order, whose portal answers an iSCSI login.
+
+        Every portal gets one TCP connection (``iscsi_portal_probe_timeout``)
+        and one Login Request without a password, answered within
+        ``iscsi_login_probe_timeout`` (see :func:`_login_probed_target`), all
+        before the domain is touched.  With that option 0: the first target
+        whose portal accepts a TCP connection.
+        """
         targets = self.validate(connection_info)
+        if CONF.libvirt.iscsi_login_probe_timeout:
+            return _login_probed_target(targets, chap_credentials(connection_info["data"]))
         timeout = CONF.libvirt.iscsi_portal_probe_timeout
         index = portals.first_answering([(t.host, t.port) for t in targets], timeout)
         if index is None:
@@ -293,3 +313,65 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         if _LOGIN_STATUS_TARGET_NOT_FOUND in message:
             return exception.TargetNotFound(initiator=initiator_name(), **where)
         return None
+
+
+def _login_probed_target(targets: list[ISCSITarget],
+                         credentials: tuple[str, str] | None) -> ISCSITarget:
+    """The first of ``targets`` whose portal answers a login QEMU can go on with.
+
+    All portals are probed at once (``hvplug.initiator.login_probe``: TCP,
+    then one Login Request offering ``AuthMethod=CHAP,None``; the password
+    is never needed).  A target that admits, asks for CHAP (when
+    ``credentials`` has some) or redirects is usable; an unreachable, silent
+    or refusing one is skipped, with a warning, for the next.  None usable:
+    the first refusal's error (a target that answered says the most), else
+    TargetNotAnswering for the silent portals, else TargetUnreachable.
+    """
+    from hvplug.initiator import login_probe
+
+    def usable(result) -> bool:
+        return result.answered and (
+            credentials is not None or result.outcome is not login_probe.Outcome.AUTH_REQUIRED)
+
+    results = login_probe.probe_in_order(
+        [(t.host, t.port, t.iqn) for t in targets], usable, initiator=initiator_name(),
+        connect_timeout=CONF.libvirt.iscsi_portal_probe_timeout,
+        login_timeout=CONF.libvirt.iscsi_login_probe_timeout)
+    if usable(results[-1]):
+        chosen = targets[len(results) - 1]
+        for target, result in zip(targets, results[:-1], strict=False):
+            LOG.warning("portal %s skipped (target %s: %s); using %s", target.portal,
+                        target.iqn, result.detail or result.outcome.value, chosen.portal)
+        LOG.debug("target %s at %s answered the login probe: %s", chosen.iqn,
+                  chosen.portal, results[-1].detail)
+        return chosen
+    raise _login_probe_error(targets, results, credentials)
+
+
+def _login_probe_error(targets: list[ISCSITarget], results: list,
+                       credentials: tuple[str, str] | None) -> exception.HvplugError:
+    """The error for login probes of which none found a usable target."""
+    from hvplug.initiator.login_probe import Outcome
+
+    pairs = list(zip(targets, results, strict=False))
+    for target, result in pairs:
+        where = {"target": target.source_name, "portal": target.portal}
+        if result.outcome is Outcome.NOT_FOUND:
+            return exception.TargetNotFound(initiator=initiator_name(), **where)
+        if result.outcome is Outcome.AUTHORIZATION_FAILED:
+            return exception.AuthorizationFailed(initiator=initiator_name(), **where)
+        if result.outcome is Outcome.AUTHENTICATION_FAILED:
+            return exception.AuthenticationFailed(
+                username=credentials[0] if credentials else "(none)", **where)
+        if result.outcome is Outcome.AUTH_REQUIRED:
+            return exception.TargetRequiresChap(method=result.auth_method or "CHAP", **where)
+        if result.outcome is Outcome.REFUSED:
+            return exception.TargetLoginRefused(initiator=initiator_name(),
+                                                status=result.detail, **where)
+    silent = [(t, r) for t, r in pairs if r.outcome is Outcome.NO_ANSWER]
+    if silent:
+        return exception.TargetNotAnswering(
+            target=silent[0][0].source_name, portals=", ".join(t.portal for t, _ in silent),
+            reason=silent[0][1].detail, timeout=CONF.libvirt.iscsi_login_probe_timeout)
+    return exception.TargetUnreachable(portals=", ".join(t.portal for t in targets),
+                                       timeout=CONF.libvirt.iscsi_portal_probe_timeout)

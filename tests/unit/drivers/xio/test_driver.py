@@ -471,7 +471,9 @@ def test_fc_copy_goes_through_a_host_attach(fc_driver, ise, tmp_path, monkeypatc
 
 
 def test_image_opts_escape_commas():
-    opts = iscsi_copy.image_opts({"target_portal": "[::1]:3260", "target_iqn": "iqn.x,y",
-                                  "target_lun": 2}, None, "iqn.i")
-    assert opts == ("driver=iscsi,transport=tcp,portal=[::1]:3260,target=iqn.x,,y,"
-                    "lun=2,initiator-name=iqn.i")
+    opts = iscsi_copy.image_opts({"target_portal": "[::1]:3260", "target_iqn": "iqn.x",
+                                  "target_lun": 2, "auth_method": "CHAP",
+                                  "auth_username": "u,1", "auth_password": "p"},
+                                 "chap0", "iqn.i")
+    assert opts == ("driver=iscsi,transport=tcp,portal=[::1]:3260,target=iqn.x,"
+                    "lun=2,initiator-name=iqn.i,user=u,,1,password-secret=chap0")

@@ -1,0 +1,310 @@
+"""The declared shape of a Cinder-style ``connection_info``, checked once.
+
+Every document hvplug is handed goes through :func:`check` before any
+driver reads it, so every violation is one clean
+:class:`~hvplug.exception.InvalidConnectionInfo` (exit 2) naming the key and
+the rule, and nothing on the host has been touched yet.  The rules are those
+of libvirt's schemas for what the value becomes in a guest's XML (a host
+name, a CHAP user name, a serial), of the iSCSI RFCs (IQNs, LUNs), and of
+QEMU (iotune limits)::
+
+    {"driver_volume_type": "iscsi",          # [a-z0-9_]{1,64}
+     "data": {"target_portal": "192.0.2.10:3260",   # IP or DNS name; port 1-65535
+              "target_iqn": "iqn.2010-10.org.openstack:volume-42",
+              "target_lun": 1,                # 0-16383 (a driver may allow more)
+              "auth_method": "CHAP", "auth_username": "u1", "auth_password": "...",
+              "qos_specs": {"total_bytes_sec": 1048576}},
+     "serial": "42"}                          # [A-Za-z0-9_.+- ]
+
+A key whose value is ``null`` or ``""`` counts as absent.  Keys no shape
+declares are left alone (Cinder sends more than any one driver reads).
+Each volume driver names its shape in ``data_shape``; the generic flow
+checks the outer document with :func:`check_outer`.
+"""
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from hvplug import exception
+from hvplug.utils import inputs, portals
+
+Check = Callable[[Any, str], Any]
+
+MAX_LUN = 16383  # what Linux, tgt and QEMU's libiscsi address without trouble
+MAX_IOTUNE = 10 ** 15  # QEMU's THROTTLE_VALUE_MAX: a larger limit fails the attach
+_ERROR = exception.InvalidConnectionInfo
+
+# RFC 3720 3.2.6: an iSCSI name is 'iqn.', 'eui.' or 'naa.' and at most 223
+# bytes of letters, digits, '-', '.' and ':' (the ASCII that stringprep keeps).
+_IQN = re.compile(r"(?:[iI][qQ][nN]|[eE][uU][iI]|[nN][aA][aA])\.[A-Za-z0-9.:-]+")
+_IQN_RULE = ("an iSCSI name: 'iqn.', 'eui.' or 'naa.' followed by letters, digits, "
+             "'.', '-' and ':' (RFC 3720)")
+# libvirt's genericName: what <auth username=...> may hold.
+_GENERIC_NAME = re.compile(r"[a-zA-Z0-9_+-]+")
+# libvirt's diskSerial.
+_SERIAL = re.compile(r"[A-Za-z0-9_.+\- ]+")
+_VOLUME_TYPE = re.compile(r"[a-z0-9_]{1,64}")
+_UUID = re.compile(r"[a-fA-F0-9]{32}|[a-fA-F0-9]{8}-(?:[a-fA-F0-9]{4}-){3}[a-fA-F0-9]{12}")
+_WWN = re.compile(r"(?:0[xX])?[0-9a-fA-F]{16}")
+_ABSOLUTE_PATH = re.compile(r"/[^\x00]*")
+
+# The Cinder front-end qos_specs keys that become <iotune> elements.
+IOTUNE_KEYS = (
+    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
+    "total_iops_sec", "read_iops_sec", "write_iops_sec", "size_iops_sec",
+)
+
+
+# -- value rules ---------------------------------------------------------------
+
+def iqn(value: Any, key: str) -> str:
+    return inputs.text(value, key, max_len=223, pattern=_IQN, rule=_IQN_RULE, error=_ERROR)
+
+
+def lun(value: Any, key: str, high: int = MAX_LUN) -> int:
+    return inputs.number(value, key, 0, high, error=_ERROR)
+
+
+def portal(value: Any, key: str) -> tuple[str, int]:
+    """``"host:port"`` checked: ``(host, port)``."""
+    inputs.text(value, key, max_len=300, error=_ERROR)
+    return portals.parse_portal(value, key=key)
+
+
+def boolean(value: Any, key: str) -> bool:
+    return inputs.boolean(value, key, error=_ERROR)
+
+
+def plain_text(value: Any, key: str) -> str:
+    return inputs.text(value, key, max_len=1024, error=_ERROR)
+
+
+def chap_name(value: Any, key: str) -> str:
+    return inputs.text(value, key, max_len=255, error=_ERROR)
+
+
+def libvirt_chap_name(value: Any, key: str) -> str:
+    """A CHAP user name libvirt's ``<auth username=...>`` can carry."""
+    return inputs.text(value, key, max_len=255, pattern=_GENERIC_NAME,
+                       rule="letters, digits, '_', '+' and '-' only (libvirt's "
+                       "<auth username>)", error=_ERROR)
+
+
+def password(value: Any, key: str) -> str:
+    """A CHAP secret: printable text; never quoted in an error."""
+    if not isinstance(value, str):
+        raise inputs.bad(key, f"must be a string, not {inputs.type_name(value)}",
+                         secret=True, error=_ERROR)
+    try:
+        return inputs.text(value, key, max_len=255, error=_ERROR)
+    except exception.InvalidInput:
+        raise inputs.bad(key, "must be 1-255 characters of printable text on one line",
+                         secret=True, error=_ERROR) from None
+
+
+def serial(value: Any, key: str) -> str:
+    return inputs.text(value, key, max_len=255, pattern=_SERIAL,
+                       rule="letters, digits, spaces, '_', '.', '+' and '-' only "
+                       "(libvirt's disk serial)", error=_ERROR)
+
+
+def uuid(value: Any, key: str) -> str:
+    return inputs.text(value, key, max_len=36, pattern=_UUID, rule="a UUID", error=_ERROR)
+
+
+def wwn(value: Any, key: str) -> str:
+    return inputs.text(value, key, max_len=18, pattern=_WWN,
+                       rule="a 16-hex-digit Fibre Channel WWN", error=_ERROR)
+
+
+def device_path(value: Any, key: str) -> str:
+    return inputs.text(value, key, max_len=4096, pattern=_ABSOLUTE_PATH,
+                       rule="an absolute path", error=_ERROR)
+
+
+def auth_method(value: Any, key: str) -> str:
+    inputs.text(value, key, max_len=16, error=_ERROR)
+    if value.upper() not in ("CHAP", "NONE"):
+        raise inputs.bad(key, "is not supported: use CHAP, or leave it out", value,
+                         error=_ERROR)
+    return value
+
+
+def access_mode(value: Any, key: str) -> str:
+    return inputs.choice(value, key, ("rw", "ro"), error=_ERROR)
+
+
+def iotune_value(value: Any, key: str) -> int:
+    return inputs.number(value, key, 0, MAX_IOTUNE, error=_ERROR)
+
+
+def qos_specs(value: Any, key: str) -> dict:
+    """Cinder's front-end ``qos_specs``: the iotune keys are limits."""
+    if not isinstance(value, dict):
+        raise inputs.bad(key, f"must be an object, not {inputs.type_name(value)}",
+                         error=_ERROR)
+    for name in IOTUNE_KEYS:
+        if value.get(name) is not None:
+            iotune_value(value[name], f"{key}.{name}")
+    return value
+
+
+def list_of(each: Check, max_items: int = inputs.MAX_ITEMS) -> Check:
+    def check(value: Any, key: str) -> list:
+        return inputs.items(value, key, each, max_items=max_items, error=_ERROR)
+    return check
+
+
+def one_or_list_of(each: Check) -> Check:
+    """A value, or a non-empty list of them (``target_wwn``)."""
+    def check(value: Any, key: str):
+        if isinstance(value, list):
+            return inputs.items(value, key, each, allow_empty=False, error=_ERROR)
+        return each(value, key)
+    return check
+
+
+def obj(shape: "Shape") -> Check:
+    def check(value: Any, key: str) -> dict:
+        if not isinstance(value, dict):
+            raise inputs.bad(key, f"must be an object, not {inputs.type_name(value)}",
+                             error=_ERROR)
+        shape.check(value, key)
+        return value
+    return check
+
+
+def initiator_target_map(value: Any, key: str) -> dict:
+    """FC zoning: initiator WWPN -> target WWPNs."""
+    if not isinstance(value, dict):
+        raise inputs.bad(key, f"must be an object, not {inputs.type_name(value)}",
+                         error=_ERROR)
+    for initiator, targets in value.items():
+        wwn(initiator, f"{key} key")
+        list_of(wwn)(targets, f"{key}.{initiator}")
+    return value
+
+
+def anything(value: Any, key: str) -> Any:
+    return value
+
+
+# -- shapes --------------------------------------------------------------------
+
+class Shape:
+    """Keys of an object with the rule each must meet; some required.
+
+    ``None`` and ``""`` count as absent, so a required key holding either is
+    "missing".
+    """
+
+    def __init__(self, keys: Mapping[str, Check], required: tuple[str, ...] = ()):
+        self.keys = dict(keys)
+        self.required = required
+
+    def extend(self, keys: Mapping[str, Check] | None = None,
+               required: tuple[str, ...] = ()) -> "Shape":
+        return Shape({**self.keys, **(keys or {})}, (*self.required, *required))
+
+    def check(self, document: dict, prefix: str = "data") -> None:
+        for key in self.required:
+            if absent(document.get(key)):
+                raise _ERROR(reason=f"{prefix}.{key} is missing")
+        for key, rule in self.keys.items():
+            value = document.get(key)
+            if not absent(value):
+                rule(value, f"{prefix}.{key}")
+
+
+def absent(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value == "")
+
+
+# Keys any driver may see: Cinder's common ones, and what hvplug records.
+COMMON = Shape({
+    "volume_id": plain_text,
+    "access_mode": access_mode,
+    "discard": boolean,
+    "multiattach": boolean,
+    "encrypted": boolean,
+    "cacheable": boolean,
+    "target_discovered": boolean,
+    "qos_specs": qos_specs,
+    "device_path": device_path,
+    "secret_uuid": uuid,
+    "secret_usage": plain_text,
+})
+
+_SELECTED_TARGET = Shape({"portal": portal, "iqn": iqn, "lun": lun},
+                         required=("portal", "iqn", "lun"))
+
+# iSCSI, through QEMU's initiator or the host's: the primary target, and
+# Cinder's multipath lists (paired index by index).
+ISCSI = COMMON.extend({
+    "target_portal": portal,
+    "target_iqn": iqn,
+    "target_lun": lun,
+    "target_portals": list_of(portal),
+    "target_iqns": list_of(iqn),
+    "target_luns": list_of(lun),
+    "auth_method": auth_method,
+    "auth_username": chap_name,
+    "auth_password": password,
+    "auth_username_in": chap_name,
+    "auth_password_in": password,
+    "selected_target": obj(_SELECTED_TARGET),
+    "iface": plain_text,
+    "multipath": boolean,
+    "sessions": list_of(anything),
+}, required=("target_portal", "target_iqn", "target_lun"))
+
+# QEMU's built-in initiator: the CHAP user name lands in <auth username=...>.
+ISCSI_NETWORK = ISCSI.extend({"auth_username": libvirt_chap_name})
+
+FC_MAX_LUN = 65535
+
+
+def fc_lun(value: Any, key: str) -> int:
+    return lun(value, key, FC_MAX_LUN)
+
+
+FIBRE_CHANNEL = COMMON.extend({
+    "target_wwn": one_or_list_of(wwn),
+    "target_wwns": list_of(wwn),
+    "target_lun": fc_lun,
+    "target_luns": list_of(fc_lun),
+    "initiator_target_map": initiator_target_map,
+    "multipath": boolean,
+    "scsi_wwn": plain_text,
+})
+
+OUTER = Shape({
+    "driver_volume_type": lambda value, key: inputs.text(
+        value, key, max_len=64, pattern=_VOLUME_TYPE,
+        rule="a volume type such as 'iscsi' (lower-case letters, digits, '_')",
+        error=_ERROR),
+    "data": obj(Shape({})),
+    "serial": serial,
+    "multiattach": boolean,
+}, required=("driver_volume_type", "data"))
+
+
+def check_outer(connection_info: Any) -> dict:
+    """The outer document every driver relies on; ``data`` is the driver's."""
+    if not isinstance(connection_info, dict):
+        raise _ERROR(reason=f"it must be a JSON object, not "
+                     f"{inputs.type_name(connection_info)}")
+    OUTER.check(connection_info, "connection_info")
+    return connection_info
+
+
+def check(connection_info: Any, shape: Shape = COMMON) -> dict:
+    """The whole document against ``shape`` (the driver's ``data_shape``)."""
+    check_outer(connection_info)
+    data = connection_info["data"]
+    shape.check(data)
+    if absent(connection_info.get("serial")) and not absent(data.get("volume_id")):
+        serial(data["volume_id"], "data.volume_id (the disk's serial, since there is no "
+               "serial)")
+    return connection_info
