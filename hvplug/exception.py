@@ -272,6 +272,59 @@ class TargetError(HvplugError):
     msg_fmt = "%(helper)s could not %(action)s target %(iqn)s: %(reason)s"
 
 
+# -- target side: what an export may be, and records that cannot be read -----
+# Values a user typed reach these templates already repr()-quoted by the caller.
+
+class ExportRecordCorrupt(HvplugError):
+    msg_fmt = (
+        "Export record %(path)s is unreadable: %(reason)s. hvplug skipped it "
+        "and went on with every other export. Restore the file from a "
+        "backup, or, once you have checked that no target serves it any "
+        "more, move it out of [target] exports_dir."
+    )
+
+
+class ExportsIncomplete(HvplugError):
+    msg_fmt = (
+        "%(failed)s of %(total)s export records could not be %(action)s (each "
+        "is named above); the other %(done)s were. Fix each as its message "
+        "says, then run 'hvplug target %(command)s' again."
+    )
+
+
+class VolumeIdCaseCollision(InvalidInput):
+    msg_fmt = (
+        "Volume id %(volume_id)s differs only in case from the recorded export "
+        "%(other)s (%(record)s); IQNs ignore case, so both would be target "
+        "%(iqn)s. Nothing was created or changed. Use %(other)s to mean that "
+        "volume, or pick a volume id that differs in more than case."
+    )
+
+
+class IqnInUse(InvalidInput):
+    msg_fmt = (
+        "Target %(iqn)s already serves %(other_path)s (%(owner)s), not "
+        "%(path)s; hvplug never replaces a target that exports another file. "
+        "Nothing was created or changed. %(fix)s"
+    )
+
+
+class BackingPathRefused(InvalidInput):
+    msg_fmt = (
+        "Backing path %(path)s cannot be exported: %(reason)s. hvplug exports "
+        "only regular files and block devices that resolve (symlinks "
+        "followed) inside [target] backing_roots (now %(roots)s) and are not "
+        "its own state. %(fix)s"
+    )
+
+
+class BackingFileFailed(HvplugError):
+    msg_fmt = (
+        "Could not %(action)s backing file %(path)s: %(reason)s. Nothing was "
+        "left behind. %(fix)s"
+    )
+
+
 class IfaceHardwareNotFound(HvplugError):
     msg_fmt = (
         "No %(transport)s hardware for %(hwaddress)s on this host: "

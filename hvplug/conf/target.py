@@ -45,6 +45,15 @@ target_opts = [
         "volumes_dir", default="/var/lib/hvplug/volumes",
         help="Where per-volume target configuration (tgt stanzas, chiscsi "
         "target files) is persisted; tgtd includes it."),
+    cfg.ListOpt(
+        "backing_roots", default=["/var/lib/hvplug/volumes", "/dev"],
+        help="Directories whose files and block devices may be exported. A "
+        "backing path must resolve (every symlink followed) inside one of "
+        "them and be a regular file or a block device; anything else "
+        "(/etc/shadow, a symlink to it, a directory, /dev/null, a FIFO) is "
+        "refused, and so are hvplug's own files (export records, stanzas, "
+        "target files). The default is volumes_dir's default and /dev "
+        "(LVM volumes, disks); it does not follow a changed volumes_dir."),
     cfg.StrOpt(
         "exports_dir", default="/var/lib/hvplug/exports",
         help="Where each export's record (path, IQN, tid, CHAP credentials) "

@@ -73,6 +73,7 @@ class LioAdm(ISCSITarget):
             if self._serving(rtslib, export):  # restored from the saved config
                 export.iser = self.iser
                 return TPG_TAG
+            self._refuse_foreign(rtslib, export)
             self._drop(rtslib, root, export, stale=True)
             made: list = []
             try:
@@ -181,6 +182,22 @@ class LioAdm(ISCSITarget):
         return (complete and set(nps) == set(export.portals)
                 and all(iser == self.iser for iser in nps.values()))
 
+    def _refuse_foreign(self, rtslib, export: Export) -> None:
+        """A target of this IQN whose LUN serves another file is another
+        volume's: ``IqnInUse``, never dropped and rebuilt."""
+        try:
+            tpg = rtslib.TPG(self._target(rtslib, export), TPG_TAG, mode="lookup")
+            other = rtslib.LUN(tpg, export.lun).storage_object.udev_path
+        except rtslib.RTSLibError:
+            return  # no such target, or one without that LUN: incomplete, ours to redo
+        if other and other != export.path:
+            raise exception.IqnInUse(
+                iqn=export.iqn, other_path=repr(other), path=repr(export.path),
+                owner="an LIO target",
+                fix="If that target is stale, remove it ('hvplug target remove-export' "
+                    f"for its volume, or 'targetcli /iscsi delete {export.iqn}'); "
+                    "otherwise pick another volume id.")
+
     def _target(self, rtslib, export: Export):
         return rtslib.Target(rtslib.FabricModule("iscsi"), export.iqn, mode="lookup")
 
@@ -219,11 +236,18 @@ class LioAdm(ISCSITarget):
                 LOG.warning("could not remove %r after a failed export: %s", obj, e)
 
     # -- checks ----------------------------------------------------------------
+    def _check_values(self, export: Export) -> None:
+        if any(c in export.path for c in _UNSAFE_PATH_CHARS):
+            raise exception.InvalidInput(
+                reason=f"LIO cannot export {export.path!r}: its path has ',', ':' or blanks")
+        if self._normalized(export.iqn) != export.iqn:
+            raise exception.InvalidInput(
+                reason=f"LIO needs a lowercase IQN without '_'; volume "
+                f"{export.volume_id} would be {export.iqn}")
+
     def _check_export(self, export: Export) -> None:
         path = export.path
-        if any(c in path for c in _UNSAFE_PATH_CHARS):
-            raise exception.InvalidInput(
-                reason=f"LIO cannot export {path!r}: its path has ',', ':' or blanks")
+        self._check_values(export)
         try:
             st = os.stat(path)
         except OSError as e:
@@ -235,10 +259,6 @@ class LioAdm(ISCSITarget):
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISBLK(st.st_mode)):
             raise exception.InvalidInput(
                 reason=f"{path} is neither a regular file nor a block device")
-        if self._normalized(export.iqn) != export.iqn:
-            raise exception.InvalidInput(
-                reason=f"LIO needs a lowercase IQN without '_'; volume "
-                f"{export.volume_id} would be {export.iqn}")
 
     def _check_initiator(self, initiator: str) -> None:
         if self._normalized(initiator) is None:

@@ -128,6 +128,9 @@ class TgtAdm(ISCSITarget):
         return fileutils.locked(self.volumes_dir / ".lock")
 
     # -- the hooks of ISCSITarget --------------------------------------------
+    def _check_values(self, export: Export) -> None:
+        check_stanza_values(export)
+
     def _target_create(self, export: Export) -> int:
         text = self.stanza(export)
         check_backing_store(export.path)
@@ -154,32 +157,25 @@ class TgtAdm(ISCSITarget):
         self._ensure(export, self._lookup(export.iqn))
         return export
 
-    def ensure_exports(self) -> list[Export]:
-        """Restore every recorded tgt export, reading tgtd's targets once."""
-        exports = [e for e in self.store.all() if e.helper == self.helper_name]
+    def restore_exports(self, exports: list[Export]):
+        """Restore ``exports``, reading tgtd's targets once; each on its own."""
         if not exports:
-            return []
+            return [], []
         live = {t.iqn: t for t in self.tgtd.list_targets().values()}
-        failed = []
+        done, failed = [], []
         for export in exports:
             try:
                 self._ensure(export, live.get(export.iqn))
             except exception.HvplugError as exc:
                 LOG.error("could not restore %s: %s", export.iqn, exc.message)
                 failed.append((export, exc))
-        if failed:
-            raise exception.TargetError(
-                helper=self.helper_name, action="restore",
-                iqn=", ".join(e.iqn for e, _ in failed),
-                reason=f"{len(failed)} of {len(exports)} exports failed; "
-                       f"first: {failed[0][1].message}")
-        return exports
+            else:
+                done.append(export)
+        return done, failed
 
     def _ensure(self, export: Export, info: TargetInfo | None) -> None:
         if not self._serves(export, info):
-            LOG.warning("target %s is missing or incomplete; re-creating it", export.iqn)
-            export.tid = self._target_create(export)
-            self.store.save(export)
+            self._recreate(export)
             return
         text = self.stanza(export)
         path = self.stanza_path(export)
@@ -210,6 +206,10 @@ class TgtAdm(ISCSITarget):
             tid = self._new_target(ipc, export)
             self._configure(ipc, tid, export)
         except BaseException as exc:
+            if isinstance(exc, exception.IqnInUse):
+                # the target is someone else's: nothing of it is ours to undo
+                self.stanza_path(export).unlink(missing_ok=True)
+                raise
             self._undo_create(ipc, export, tid, exc)
             if isinstance(exc, exception.InvalidInput):
                 raise
@@ -258,13 +258,19 @@ class TgtAdm(ISCSITarget):
                           f"no free tid after {TID_ATTEMPTS} attempts")
 
     def _adopt(self, ipc: TgtdIPC, info: TargetInfo, export: Export) -> bool:
-        """Complete an existing target of this IQN, unless it serves another file."""
+        """Complete an existing target of this IQN; refuse one serving another file.
+
+        Such a target is another volume's (or another tool's): replacing it
+        would cut that volume off, so ``IqnInUse`` names it and the fix.
+        """
         lun = info.luns.get(export.lun)
         if lun is not None and lun.backing_store != export.path:
-            LOG.warning("target %s (tid %s) exports %s, not %s: replacing it",
-                        export.iqn, info.tid, lun.backing_store, export.path)
-            self._delete_target(ipc, info.tid, export.iqn)
-            return False
+            raise exception.IqnInUse(
+                iqn=export.iqn, other_path=repr(lun.backing_store), path=repr(export.path),
+                owner=f"tgtd target tid {info.tid}",
+                fix="If that target is stale, remove it ('hvplug target remove-export' "
+                    "for its volume, or 'tgtadm --lld iscsi --mode target --op delete "
+                    f"--force --tid {info.tid}'); otherwise pick another volume id.")
         LOG.info("target %s already exists (tid %s); completing it", export.iqn, info.tid)
         if lun is not None:
             self._set_write_cache(ipc, info.tid, export, adopted=True)
@@ -352,7 +358,16 @@ class TgtAdm(ISCSITarget):
             else:
                 tolerate(Err.NO_USER, ipc.unbind_account, hint, user)
         found = self._lookup(export.iqn)
-        return found.tid if found else None
+        if found is None:
+            return None
+        lun = found.luns.get(export.lun)
+        if (lun is not None and lun.backing_store != export.path
+                and export.auth_username not in found.accounts):
+            # same IQN, another file, not our account: another volume's target
+            LOG.warning("target %s (tid %s) serves %s, not %s: it is not this export's, "
+                        "so it stays", export.iqn, found.tid, lun.backing_store, export.path)
+            return None
+        return found.tid
 
     def _delete_target(self, ipc: TgtdIPC, tid: int, iqn: str) -> None:
         """Force-delete target ``tid`` (``iqn``) and make sure it is gone.

@@ -31,7 +31,8 @@ def target_cli(tmp_path):
     stack.require_tgtd()
     conf = tmp_path / "hvplug.conf"
     conf.write_text(f"[target]\nexports_dir = {tmp_path}/exports\n"
-                    f"volumes_dir = {tmp_path}/volumes\niscsi_ip_address = 127.0.0.1\n")
+                    f"volumes_dir = {tmp_path}/volumes\niscsi_ip_address = 127.0.0.1\n"
+                    f"backing_roots = {tmp_path}\n")
     conf.chmod(0o600)
     created = []
 

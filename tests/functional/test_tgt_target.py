@@ -182,7 +182,8 @@ def _free_tcp_port() -> int:
 def dirs(tmp_path, config_fixture):
     volumes, exports = tmp_path / "volumes", tmp_path / "exports"
     config_fixture.config(group="target", volumes_dir=str(volumes),
-                          exports_dir=str(exports), iscsi_ip_address="127.0.0.1")
+                          exports_dir=str(exports), iscsi_ip_address="127.0.0.1",
+                          backing_roots=[str(tmp_path)])
     return volumes, exports
 
 
@@ -386,7 +387,7 @@ def test_kill9_restart_then_ensure_exports_brings_all_back(private, daemon, dirs
     conf = tmp_path / "restore.conf"
     conf.write_text(f"[target]\ntgtd_socket = {private.socket_path}\n"
                     f"volumes_dir = {dirs[0]}\nexports_dir = {dirs[1]}\n"
-                    f"iscsi_port = {daemon.portal_port}\n")
+                    f"iscsi_port = {daemon.portal_port}\nbacking_roots = {tmp_path}\n")
     result = subprocess.run([sys.executable, "-m", "hvplug.cli.main", "--config-file",
                              str(conf), "target", "ensure-exports", "--json"],
                             capture_output=True, text=True, timeout=120, check=False)

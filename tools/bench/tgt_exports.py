@@ -235,6 +235,7 @@ def bench(count: int) -> dict:
         CONF([], project="hvplug", default_config_files=[], default_config_dirs=[])
         CONF.set_override("volumes_dir", str(workdir / "hvplug-volumes"), "target")
         CONF.set_override("exports_dir", str(workdir / "hvplug-exports"), "target")
+        CONF.set_override("backing_roots", [str(workdir)], "target")  # the volumes' files
         CONF.set_override("iscsi_port", tgtd.portal_port, "target")
         hvplug = TgtAdm(CONF.target, socket_path=tgtd.socket_path)
         mine, mine_stanzas, mine_live = run_side(

@@ -31,6 +31,14 @@ def chap(monkeypatch):
         f"{'user' if n == 20 else 'Pw'}{next(counter):02d}".ljust(n, "x")))
 
 
+@pytest.fixture(autouse=True)
+def any_backing_path(monkeypatch):
+    """The paths here (/srv/..., /dev/vg0/...) are the ones chiscsi would see and
+    do not exist on this host: the backing-path rule is tested in test_base.py."""
+    monkeypatch.setattr(base.ISCSITarget, "check_backing",
+                        lambda self, path, may_be_missing=False: path)
+
+
 @pytest.fixture
 def env(tmp_path, config_fixture, chap):
     global_conf = tmp_path / "chelsio-iscsi" / "chiscsi.conf"
@@ -72,7 +80,7 @@ def test_the_global_chiscsi_conf_is_passed_but_never_touched(env):
 
 def test_connection_info_says_lun_0(env):
     env.helper.create_export("vol-c", "/dev/vg0/vol-c")
-    data = env.helper.initialize_connection("vol-c", {"initiator": "iqn.i:1"})["data"]
+    data = env.helper.initialize_connection("vol-c", {"initiator": "iqn.2024-01.i:1"})["data"]
     assert (data["target_lun"], data["target_iqn"], data["target_portal"]) == (
         0, IQN, "192.0.2.10:3260")
     assert data["auth_password"] == PASSWORD
@@ -80,8 +88,8 @@ def test_connection_info_says_lun_0(env):
 
 def test_full_cycle_leaves_nothing_behind(env, tmp_path):
     env.helper.create_export("vol-c", "/dev/vg0/vol-c")
-    env.helper.initialize_connection("vol-c", {"initiator": "iqn.i:1"})
-    env.helper.terminate_connection("vol-c", {"initiator": "iqn.i:1"})
+    env.helper.initialize_connection("vol-c", {"initiator": "iqn.2024-01.i:1"})
+    env.helper.terminate_connection("vol-c", {"initiator": "iqn.2024-01.i:1"})
     env.helper.remove_export("vol-c")
     assert env.fake.calls[-2:] == [("iscsictl", "-c", f"target={IQN}"),
                                    ("iscsictl", "-s", f"target={IQN}")]

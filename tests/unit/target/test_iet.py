@@ -38,6 +38,14 @@ def chap(monkeypatch):
         f"{'user' if n == 20 else 'Pw'}{next(counter):02d}".ljust(n, "x")))
 
 
+@pytest.fixture(autouse=True)
+def any_backing_path(monkeypatch):
+    """The paths here (/srv/..., /dev/vg0/...) are the ones ietd would see and
+    do not exist on this host: the backing-path rule is tested in test_base.py."""
+    monkeypatch.setattr(base.ISCSITarget, "check_backing",
+                        lambda self, path, may_be_missing=False: path)
+
+
 def helper_for(fake: FakeIetadm) -> iet.IetAdm:
     helper = registry.target_from_conf(CONF.target, execute=fake)
     helper.proc_volume, helper.proc_session = str(fake.volume_path), str(fake.session_path)

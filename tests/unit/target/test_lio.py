@@ -52,6 +52,7 @@ def make_lio(fake, tmp_path, saveconfig, config_fixture):
     config_fixture.config(group="target", iscsi_helper="lioadm",
                           exports_dir=str(tmp_path / "exports"),
                           lio_saveconfig=str(saveconfig), iscsi_ip_address=PRIMARY,
+                          backing_roots=[str(tmp_path)],
                           iscsi_secondary_ip_addresses=[SECONDARY])
 
     def make(**options):
@@ -139,10 +140,11 @@ def test_enable_iser_turns_iser_on_for_every_portal_ipv6_included(
     assert info["driver_volume_type"] == "iser"
 
 
-def test_block_device_gets_the_block_backstore(lio, fake):
+def test_block_device_gets_the_block_backstore(make_lio, fake):
     device = next((d for d in (f"/dev/loop{n}" for n in range(8)) if _free_block(d)), None)
     if device is None:
         pytest.skip("no free loop block device on this host")
+    lio = make_lio(backing_roots=["/dev"])
     lio.create_export(VOLUME, device)
 
     so = f"core/iblock_0/volume-{VOLUME}"
@@ -454,3 +456,13 @@ def test_the_fake_links_luns_only_to_configured_storage(lio, fake, volume):
     assert caught.value.errno == errno.EFAULT  # but not to a TPG
     os.symlink(so, fake.target / TPG / "lun" / "lun_2" / "x")
     assert [lun.lun for lun in tpg.luns] == [1, 2]
+
+
+def test_a_target_of_the_same_iqn_serving_another_file_is_refused(lio, fake, make_volume):
+    first = lio.create_export(VOLUME, make_volume())
+    before = fake.objects()
+    lio.store.remove(VOLUME)  # the record is gone; the kernel still serves the first file
+    with pytest.raises(exception.IqnInUse) as err:
+        lio.create_export(VOLUME, make_volume("other.img"))
+    assert repr(first.path) in str(err.value) and "targetcli" in str(err.value)
+    assert fake.objects() == before and lio.store.load(VOLUME) is None

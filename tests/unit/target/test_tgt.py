@@ -203,7 +203,7 @@ def tgtd():
 def dirs(tmp_path, config_fixture):
     volumes, exports = tmp_path / "volumes", tmp_path / "exports"
     config_fixture.config(group="target", volumes_dir=str(volumes),
-                          exports_dir=str(exports))
+                          exports_dir=str(exports), backing_roots=[str(tmp_path)])
     return volumes, exports
 
 
@@ -493,11 +493,42 @@ def test_existing_target_of_same_iqn_is_completed(target, tgtd, backing):
     assert tgtd.targets[7]["accounts"] == [export.auth_username]
 
 
-def test_existing_target_serving_another_file_is_replaced(target, tgtd, backing):
-    tgtd.add_target(7, "iqn.2010-10.org.openstack:volume-vol-r", path=backing("old.img"))
+def test_existing_target_serving_another_file_is_refused_never_replaced(
+        target, tgtd, dirs, backing):
+    old = backing("old.img")
+    tgtd.add_target(7, "iqn.2010-10.org.openstack:volume-vol-r", path=old)
+    tgtd.targets[7]["accounts"], tgtd.accounts["theirs"] = ["theirs"], "their-password"
+    before = {tid: dict(t) for tid, t in tgtd.targets.items()}
+    with pytest.raises(exception.IqnInUse) as err:
+        target.create_export("vol-r", backing())
+    message = str(err.value)
+    assert err.value.exit_code == 2 and repr(old) in message and "tid 7" in message
+    assert "--tid 7" in message and "another volume id" in message  # the fix
+    assert tgtd.targets == before and tgtd.accounts == {"theirs": "their-password"}
+    assert target.store.load("vol-r") is None
+    assert [p.name for p in dirs[0].iterdir()] == [".lock"]  # no stanza left
+
+
+def test_ensure_of_a_record_whose_iqn_serves_another_file_is_refused(
+        target, tgtd, dirs, backing):
     export = target.create_export("vol-r", backing())
-    assert export.tid != 7 and 7 not in tgtd.targets
-    assert tgtd.targets[export.tid]["luns"] == {1: export.path}
+    tgtd.targets.clear()
+    other = backing("other.img")
+    tgtd.add_target(9, export.iqn, path=other)  # another tool took the IQN meanwhile
+    with pytest.raises(exception.TargetError, match="already serves"):
+        target.ensure_exports()
+    assert tgtd.targets[9]["luns"] == {1: other} and list(tgtd.targets) == [9]
+    assert target.store.load("vol-r") == export  # the record stays, to be fixed
+
+
+def test_remove_never_deletes_a_target_of_the_same_iqn_serving_another_file(
+        target, tgtd, backing, caplog):
+    export = target.create_export("vol-r", backing())
+    tgtd.targets.clear()
+    tgtd.add_target(9, export.iqn, path=backing("other.img"))
+    target.remove_export("vol-r")
+    assert list(tgtd.targets) == [9] and target.store.load("vol-r") is None
+    assert "it is not this export's, so it stays" in caplog.text
 
 
 def test_lun_lost_after_creation_is_recreated(target, tgtd, backing, caplog):
@@ -639,7 +670,8 @@ def test_remove_gives_up_on_a_target_that_stays(target, tgtd, backing, monkeypat
 def test_unusable_volumes_dir_is_a_target_error(tgtd, config_fixture, tmp_path, backing):
     (tmp_path / "plain-file").write_text("")
     config_fixture.config(group="target", volumes_dir=str(tmp_path / "plain-file" / "vol"),
-                          exports_dir=str(tmp_path / "exports"))
+                          exports_dir=str(tmp_path / "exports"),
+                          backing_roots=[str(tmp_path)])
     target = tgt.TgtAdm(CONF.target, socket_path=tgtd.path)
     with pytest.raises(exception.TargetError, match="Not a directory"):
         target.create_export("vol-nd", backing())
