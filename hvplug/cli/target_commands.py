@@ -24,7 +24,7 @@ from hvplug import exception
 from hvplug.conf import CONF
 from hvplug.conf.target import HELPERS
 from hvplug.target import registry
-from hvplug.target.base import check_initiator
+from hvplug.target.base import backing_roots, check_initiator
 from hvplug.target.export import ExportStore, check_volume_id
 
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B)?", re.IGNORECASE)
@@ -113,18 +113,21 @@ class BackingFile:
     created is removed, a file it grew is truncated back to its old size.
     """
 
-    def __init__(self, path: str, size: int | None, size_text: str | None):
+    def __init__(self, path: str, size: int | None, size_text: str | None,
+                 roots: list[str] | None = None):
         self.path, self.size, self.size_text = path, size, size_text
+        self.roots = roots or []
         self.action = "keep"
         self.old_size: int | None = None
         self.applied = False
+        self.made_dir: str | None = None  # a missing backing root this call created
 
     def plan(self) -> None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
             parent = os.path.dirname(self.path)
-            if not os.path.isdir(parent):
+            if not os.path.isdir(parent) and parent not in self.roots:
                 raise exception.InvalidInput(
                     reason=f"--path {self.path!r}: its directory {parent!r} does not "
                     "exist; create it first (mkdir -p) or choose another path") from None
@@ -146,6 +149,14 @@ class BackingFile:
 
     def apply(self) -> None:
         if self.action == "create":
+            parent = os.path.dirname(self.path)
+            if not os.path.isdir(parent):  # a configured backing root, not there yet
+                try:
+                    os.makedirs(parent, mode=0o700)
+                except OSError as exc:
+                    raise self._failed("create", exc) from None
+                self.made_dir = parent
+                _note(f"created the backing root {parent!r}")
             try:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                              0o600)
@@ -180,6 +191,7 @@ class BackingFile:
 
     def undo(self) -> None:
         if not self.applied:
+            self._remove_made_dir()
             return
         try:
             if self.action == "create":
@@ -190,6 +202,15 @@ class BackingFile:
             _note(f"could not take back the {self.action} of {self.path!r}: "
                   f"{exc.strerror}; remove or truncate it by hand")
         self.applied = False
+        self._remove_made_dir()
+
+    def _remove_made_dir(self) -> None:
+        if self.made_dir is not None:
+            try:
+                os.rmdir(self.made_dir)  # only if still empty
+            except OSError:
+                pass
+            self.made_dir = None
 
     def _failed(self, action: str, exc: OSError) -> exception.HvplugError:
         self.undo()
@@ -224,7 +245,7 @@ def cmd_create_export(args, ctx) -> int:
     target = registry.target_from_conf(CONF.target, helper=args.helper)
     path = target.check_new_export(args.volume_id, args.path, may_be_missing=size is not None)
     existed = target.store.load(args.volume_id) is not None
-    backing = BackingFile(path, size, args.size)
+    backing = BackingFile(path, size, args.size, backing_roots(CONF.target))
     backing.plan()
     try:
         backing.apply()

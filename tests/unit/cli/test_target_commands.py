@@ -399,3 +399,23 @@ def test_a_symlink_into_the_roots_is_recorded_as_its_target(run, tmp_path):
     assert rc == 0
     rc, out, _ = run("show", "--volume-id", "v1", "--json")
     assert json.loads(out)["path"] == str(real)
+
+
+def test_a_missing_backing_root_is_created_and_removed_again_on_failure(
+        run, tmp_path, monkeypatch):
+    conf = tmp_path / "hvplug.conf"
+    root = tmp_path / "root"
+    conf.write_text(conf.read_text() + f"backing_roots = {root}\n")
+    monkeypatch.setattr(fakehelper.FakeHelper, "fail_create", True)
+    rc, _, _ = run("create-export", "--volume-id", "v1", "--path", str(root / "v.img"),
+                   "--size", "1M")
+    assert rc == 1 and not root.exists()
+    monkeypatch.setattr(fakehelper.FakeHelper, "fail_create", False)
+    rc, _, err = run("create-export", "--volume-id", "v1", "--path", str(root / "v.img"),
+                     "--size", "1M")
+    assert rc == 0 and f"created the backing root '{root}'" in err
+    assert (root / "v.img").stat().st_size == 1 << 20
+    assert oct(root.stat().st_mode & 0o777) == "0o700"
+    rc, _, err = run("create-export", "--volume-id", "v2", "--path",
+                     str(root / "sub" / "v.img"), "--size", "1M")
+    assert rc == 2 and "does not exist" in err  # only a root itself is created
