@@ -44,10 +44,10 @@ _IQN_RULE = ("an iSCSI name: 'iqn.', 'eui.' or 'naa.' followed by letters, digit
 _GENERIC_NAME = re.compile(r"[a-zA-Z0-9_+-]+")
 # libvirt's diskSerial.
 _SERIAL = re.compile(r"[A-Za-z0-9_.+\- ]+")
-_VOLUME_TYPE = re.compile(r"[a-z0-9_]{1,64}")
+_VOLUME_TYPE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _UUID = re.compile(r"[a-fA-F0-9]{32}|[a-fA-F0-9]{8}-(?:[a-fA-F0-9]{4}-){3}[a-fA-F0-9]{12}")
 _WWN = re.compile(r"(?:0[xX])?[0-9a-fA-F]{16}")
-_ABSOLUTE_PATH = re.compile(r"/[^\x00]*")
+_ABSOLUTE_PATH = re.compile(r"/.+")
 
 # The Cinder front-end qos_specs keys that become <iotune> elements.
 IOTUNE_KEYS = (
@@ -282,7 +282,7 @@ FIBRE_CHANNEL = COMMON.extend({
 OUTER = Shape({
     "driver_volume_type": lambda value, key: inputs.text(
         value, key, max_len=64, pattern=_VOLUME_TYPE,
-        rule="a volume type such as 'iscsi' (lower-case letters, digits, '_')",
+        rule="a volume type such as 'iscsi' (letters, digits, '_', '.', '-')",
         error=_ERROR),
     "data": obj(Shape({})),
     "serial": serial,

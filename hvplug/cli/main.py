@@ -86,6 +86,9 @@ def load_config(config_files: list[str] | None) -> None:
              default_config_files=config_files, default_config_dirs=dirs)
     except cfg.Error as exc:
         raise exception.ConfigFileError(reason=str(exc)) from None
+    except OSError as exc:  # a directory, an unreadable file
+        raise exception.ConfigFileError(
+            reason=f"{inputs.shown(exc.filename)}: {exc.strerror}") from None
     for group, opts in list_opts():
         for opt in opts:
             try:

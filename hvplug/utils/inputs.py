@@ -7,7 +7,7 @@ the key and the rule.  The rules follow what ends up in libvirt's XML, so
 that what passes validates against libvirt's own schemas:
 
 * text is UTF-8 and holds only characters XML 1.0 allows, and none of the
-  control characters (C0, DEL, C1) -- a value is one line;
+  control characters (C0, DEL, C1) nor U+2028/U+2029 -- a value is one line;
 * numbers are integers (JSON numbers, or strings of ASCII digits: ``"²"``
   is a digit to ``str.isdigit`` but not a number) within a stated range;
 * documents are at most :data:`MAX_DOCUMENT_BYTES` long, nested at most
@@ -37,11 +37,11 @@ MAX_TEXT = 4096
 MAX_ITEMS = 100_000
 SHOWN_CHARS = 48  # how much of a bad value an error message quotes
 
-# Characters XML 1.0 cannot carry at all, and the ones a one-line value must
-# not hold (C0 controls, DEL, C1 controls); non-characters U+FFFE/U+FFFF.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u2028\u2029]")
+# What a one-line value must not hold: the C0 controls, DEL and the C1
+# controls, lone surrogates, the non-characters U+FFFE/U+FFFF (XML 1.0 cannot
+# carry those) and the line and paragraph separators U+2028/U+2029.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff\u2028\u2029]")
+_UNPRINTABLE = _CONTROL
 _ASCII_DIGITS = re.compile("[0-9]+")
 
 
@@ -133,10 +133,9 @@ def number(value: Any, key: str, low: int, high: int,
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise bad(key, rule, value, error=error)
     if isinstance(value, str):
-        digits = value.strip()
-        if not _ASCII_DIGITS.fullmatch(digits) or len(digits) > len(str(high)) + 8:
+        if not _ASCII_DIGITS.fullmatch(value) or len(value) > len(str(high)) + 8:
             raise bad(key, rule + " (ASCII digits)", value, error=error)
-        value = int(digits)
+        value = int(value)
     if not low <= value <= high:
         raise bad(key, rule, value if abs(value) < 10 ** 30 else f"{str(value)[:12]}...",
                   error=error)
@@ -227,7 +226,8 @@ def json_document(raw: bytes, source: str,
     except RecursionError:
         raise error(reason=f"{source} nests deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # an over-long integer, NaN, a duplicate key
-        reason = str(exc).split(";")[0] if "digits" in str(exc) else str(exc)
+        reason = ("holds a number of more than 4300 digits" if "digits" in str(exc)
+                  else str(exc))
         raise error(reason=f"{source}: {for_terminal(reason)}") from None
     if depth(document) > MAX_DEPTH:
         raise error(reason=f"{source} nests deeper than {MAX_DEPTH} levels")

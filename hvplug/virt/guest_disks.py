@@ -148,7 +148,8 @@ def check_dev_name(dev: str, bus: str, used: set[str], domain: str) -> str:
     """Validate a requested target ``dev`` for ``bus``."""
     prefix = check_bus(bus)
     suffix = dev[len(prefix):]
-    if not dev.startswith(prefix) or not suffix.isalpha() or not suffix.islower():
+    if (not dev.startswith(prefix) or not suffix.isascii() or not suffix.isalpha()
+            or not suffix.islower() or len(suffix) > 4):
         raise exception.InvalidDeviceName(
             dev=dev, bus=bus, reason=f"names on this bus look like {prefix}a, {prefix}b, {prefix}c")
     if dev in used:

@@ -158,7 +158,7 @@ def _no_target_iqn(info):
 
 @pytest.mark.parametrize("spoil,type_,says", [
     (_no_driver_type, "InvalidConnectionInfo", "driver_volume_type is missing"),
-    (_data_not_object, "InvalidConnectionInfo", "data is missing or not an object"),
+    (_data_not_object, "InvalidConnectionInfo", "connection_info.data must be an object"),
     (_unknown_driver, "VolumeDriverNotFound", "'no-such-transport'"),
     (_no_target_iqn, "InvalidConnectionInfo", "target_iqn"),
 ], ids=["no-driver-type", "data-not-object", "unknown-driver", "no-target-iqn"])
