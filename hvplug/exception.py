@@ -148,6 +148,35 @@ class TargetNotFound(HvplugError):
     )
 
 
+class TargetNotAnswering(HvplugError):
+    msg_fmt = (
+        "iSCSI target %(target)s: portal %(portals)s accepted a TCP "
+        "connection but %(reason)s ([libvirt] iscsi_login_probe_timeout, now "
+        "%(timeout)s s, sets the wait). The domain was not touched. "
+        "Check that an iSCSI target, not another service, listens on that "
+        "address and port and that it is not hung (its logs; 'tgtadm --lld "
+        "iscsi --mode target --op show' for tgtd), or raise "
+        "iscsi_login_probe_timeout for a slow target."
+    )
+
+
+class TargetRequiresChap(HvplugError):
+    msg_fmt = (
+        "Target %(target)s at %(portal)s requires %(method)s authentication, "
+        "but the connection_info has no CHAP credentials. Pass auth_method "
+        "'CHAP' with auth_username and auth_password as the storage side "
+        "returned them, or remove the account from the target."
+    )
+
+
+class TargetLoginRefused(HvplugError):
+    msg_fmt = (
+        "Target %(target)s at %(portal)s refused the iSCSI login of "
+        "initiator %(initiator)s: %(status)s. Check the target's state and "
+        "logs; retry once it accepts logins again."
+    )
+
+
 class InitiatorNameNotFound(HvplugError):
     msg_fmt = (
         "Cannot read this host's iSCSI initiator name from %(path)s: "

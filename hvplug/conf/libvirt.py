@@ -66,6 +66,20 @@ libvirt_opts = [
         help="Seconds to wait for a TCP connection to each portal of "
         "target_portals; the first portal that accepts one is used.",
     ),
+    cfg.FloatOpt(
+        "iscsi_login_probe_timeout",
+        default=5.0,
+        min=0.0,
+        help="Seconds a portal that accepted TCP has to answer one iSCSI "
+        "Login Request that hvplug sends before it touches the domain (QEMU's "
+        "own login has no time limit and, while it waits, holds libvirt's "
+        "lock on the domain). The probe never sends a CHAP password: the "
+        "target's first answer tells whether it admits, wants CHAP or does "
+        "not know the target. A portal that does not answer is skipped for "
+        "the next one of target_portals; with none left the attach fails. "
+        "'hvplug verify' uses the same probe (and REPORT LUNS on targets "
+        "without CHAP). 0 turns the probe off (TCP probe only).",
+    ),
     cfg.StrOpt(
         "iscsi_iface",
         deprecated_name="iscsi_transport",

@@ -7,9 +7,13 @@ layer named.
 
 from lxml import etree
 
+from hvplug import exception
 from hvplug.conf import CONF
+from hvplug.initiator import login_probe
+from hvplug.initiator.login_probe import Outcome
 from hvplug.utils import portals
 from hvplug.virt import guest_disks
+from hvplug.virt.volume import net
 
 
 def _portal(disk) -> str | None:
@@ -66,15 +70,94 @@ def _secret_check(host, disk) -> dict | None:
 
 
 def verify_disk(host, disk) -> list[dict]:
-    """Checks of one iSCSI network disk layer: its secret exists, its portal answers."""
+    """Checks of one iSCSI network disk layer, in order, each ``{"check", "ok", "detail"}``.
+
+    - ``secret``: the secret its ``<auth>`` references exists;
+    - ``portal``: its portal accepts a TCP connection;
+    - ``target``: the target answers an iSCSI login from the disk's
+      initiator IQN (``login_probe``, no password): it admits, or asks for
+      CHAP and the disk has ``<auth>``; "target not found", other refusals
+      and silence fail;
+    - ``lun``: for a target that admits without authentication, REPORT LUNS
+      lists the disk's LUN.  Behind CHAP the LUN is not checked: libvirt
+      keeps the password private, and the probe never handles one.
+
+    With ``[libvirt] iscsi_login_probe_timeout`` 0, only ``secret`` and a
+    TCP ``portal`` check.
+    """
     checks = [check for check in [_secret_check(host, disk)] if check]
     portal = _portal(disk)
-    if portal:
-        name, port = portals.parse_portal(portal)
+    if not portal:
+        return checks
+    name, port = portals.parse_portal(portal)
+    iqn, _, lun = (disk.source_name or "").rpartition("/")
+    login_timeout = CONF.libvirt.iscsi_login_probe_timeout
+    if not login_timeout or not iqn or not lun.isdigit():
         ok = portals.answers(name, port, CONF.libvirt.iscsi_portal_probe_timeout)
         checks.append(_check("portal", ok, f"portal {portal} "
                              + ("answers" if ok else "does not answer")))
+        return checks
+    try:
+        initiator = disk.source_initiator_iqn or net.initiator_name()
+    except exception.HvplugError as exc:
+        ok = portals.answers(name, port, CONF.libvirt.iscsi_portal_probe_timeout)
+        checks.append(_check("portal", ok, f"portal {portal} "
+                             + ("answers" if ok else "does not answer")))
+        checks.append(_check("target", False, f"target {iqn} not checked: {exc}"))
+        return checks
+    result = login_probe.probe(name, port, iqn, initiator, report_luns=True,
+                               connect_timeout=CONF.libvirt.iscsi_portal_probe_timeout,
+                               login_timeout=login_timeout)
+    reached = result.outcome is not Outcome.UNREACHABLE
+    checks.append(_check("portal", reached, f"portal {portal} " + (
+        "answers" if reached else f"does not answer ({result.detail})")))
+    if reached:
+        checks.append(_target_check(result, disk, initiator, int(lun)))
+        if result.outcome is Outcome.ADMITTED:
+            checks.append(_lun_check(result, int(lun)))
     return checks
+
+
+def _target_check(result, disk, initiator: str, lun: int) -> dict:
+    """What the target's answer to the login probe says about this disk."""
+    target, outcome = f"target {result.target}", result.outcome
+    has_auth = bool(disk.auth_username or disk.auth_secret_uuid or disk.auth_secret_usage)
+    if outcome is Outcome.ADMITTED:
+        return _check("target", True, f"{target} admits initiator {initiator} "
+                      "without authentication")
+    if outcome is Outcome.AUTH_REQUIRED:
+        method = result.auth_method or "CHAP"
+        if not has_auth:
+            return _check("target", False, f"{target} requires {method} authentication, "
+                          "but the disk has no <auth>, so QEMU cannot log in")
+        return _check("target", True, f"{target} answers, {method} required; LUN {lun} "
+                      "not checked without the password (libvirt keeps it private)")
+    if outcome is Outcome.REDIRECTED:
+        return _check("target", True, f"{target} answers with a redirect "
+                      f"({result.detail}); LUN {lun} not checked")
+    if outcome is Outcome.NOT_FOUND:
+        return _check("target", False, f"{target} answered 'Target not found' ({result.detail}) to initiator "
+                      f"{initiator}: it is not exported at {result.portal}, or its ACL "
+                      "does not admit this initiator")
+    if outcome is Outcome.AUTHORIZATION_FAILED:
+        return _check("target", False, f"{target} refused initiator {initiator} "
+                      f"({result.detail}): grant this IQN on the target")
+    if outcome is Outcome.NO_ANSWER:
+        return _check("target", False, f"{target}: portal {result.portal} accepted TCP but "
+                      f"{result.detail} ([libvirt] iscsi_login_probe_timeout)")
+    return _check("target", False, f"{target} refused the login of initiator "
+                  f"{initiator}: {result.detail}")
+
+
+def _lun_check(result, lun: int) -> dict:
+    if result.luns is None:
+        return _check("lun", False, f"LUN {lun} of target {result.target} could not be "
+                      f"checked: REPORT LUNS failed ({result.luns_error})")
+    if lun in result.luns:
+        return _check("lun", True, f"LUN {lun} exists (REPORT LUNS)")
+    listed = ", ".join(map(str, result.luns)) or "none"
+    return _check("lun", False, f"LUN {lun} is not exported by target {result.target} "
+                  f"(REPORT LUNS lists {listed})")
 
 
 def verify_volumes(host, domain: str) -> list[dict]:

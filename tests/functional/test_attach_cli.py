@@ -69,7 +69,8 @@ def test_attach_detach_with_chap(host, make_guest, make_volume):
     assert verified["ok"] is True
     assert [(d["dev"], d["source"], d["ok"]) for d in verified["disks"]] == [
         (dev, volume.usage_id, True)]
-    assert {c["check"] for c in verified["disks"][0]["checks"]} == {"secret", "portal"}
+    assert {c["check"] for c in verified["disks"][0]["checks"]} == {"secret", "portal",
+                                                                  "target"}
 
     detached = detach(domain, volume)
     assert (detached["dev"], detached["live"], detached["persistent"]) == (dev, True, False)

@@ -128,7 +128,8 @@ def test_external_snapshot_moves_the_volume_down(host, make_guest, make_volume, 
         assert verified["ok"]
         [disk] = verified["disks"]
         assert disk["layer"] == "backing 1"
-        assert {c["check"] for c in disk["checks"] if c["ok"]} == {"secret", "portal"}
+        assert {c["check"] for c in disk["checks"] if c["ok"]} == {"secret", "portal",
+                                                                  "target"}
 
         rc, out, err = run_cli("attach", "--domain", domain, "--bus", "scsi", info=volume)
         assert rc == 1, (out, err)

@@ -170,13 +170,17 @@ def test_attach_list_verify_detach_are_intact(host, chap_volume, make_guest, pas
         "sda", "source", "scsi", "iscsi", volume.usage_id, "127.0.0.1:3260", uuid_], out
 
     verified = run_json("verify", "--domain", domain)
+    target_detail = (f"target {volume.iqn} answers, CHAP required; LUN 1 not checked "
+                     "without the password (libvirt keeps it private)")
     assert verified == {"domain": domain, "ok": True, "disks": [{
         "dev": "sda", "layer": "source", "source": volume.usage_id, "ok": True, "checks": [
             {"check": "secret", "ok": True, "detail": f"secret {uuid_} exists"},
-            {"check": "portal", "ok": True, "detail": "portal 127.0.0.1:3260 answers"}]}]}
+            {"check": "portal", "ok": True, "detail": "portal 127.0.0.1:3260 answers"},
+            {"check": "target", "ok": True, "detail": target_detail}]}]}
     rc, out, err = run_cli("verify", "--domain", domain)
     assert rc == 0 and out == (f"sda: secret {uuid_} exists [ok]\n"
-                               "sda: portal 127.0.0.1:3260 answers [ok]\n"), out
+                               "sda: portal 127.0.0.1:3260 answers [ok]\n"
+                               f"sda: {target_detail} [ok]\n"), out
 
     rc, out, err = run_cli("detach", "--domain", domain, "--json", info=info)
     assert rc == 0 and err == "", (rc, out, err)

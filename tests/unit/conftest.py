@@ -101,13 +101,18 @@ def guest(make_guest):
 
 
 @pytest.fixture
-def portal():
-    """A TCP listener standing in for the target's portal."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(16)
-    yield f"127.0.0.1:{sock.getsockname()[1]}"
-    sock.close()
+def iscsi_target():
+    """A fake iSCSI target on 127.0.0.1 that answers the login probe
+    (``tests/fakeiscsitarget.py``; set ``mode`` to change its answer)."""
+    from tests.fakeiscsitarget import FakeISCSITarget
+    with FakeISCSITarget() as target:
+        yield target
+
+
+@pytest.fixture
+def portal(iscsi_target):
+    """The fake target's portal, standing in for the target's portal."""
+    return iscsi_target.portal
 
 
 @pytest.fixture

@@ -54,7 +54,8 @@ def test_attach_list_verify_detach(run, guest, make_info):
     rc, out, _ = run("verify", "--domain", guest, "--json")
     report = json.loads(out)
     assert rc == 0 and report["ok"] is True
-    assert [c["check"] for c in report["disks"][0]["checks"]] == ["secret", "portal"]
+    assert [c["check"] for c in report["disks"][0]["checks"]] == ["secret", "portal", "target",
+                                                             "lun"]
 
     rc, out, _ = run("detach", "--domain", guest, "--dev", "sda", "--json")
     assert rc == 0 and json.loads(out)["dev"] == "sda"

@@ -157,7 +157,7 @@ def test_list_and_verify_name_the_layer(host, layered):
                    "secret_usage": None}
     (checked,) = inspect.verify_volumes(host, name)
     assert (checked["dev"], checked["layer"], checked["ok"]) == ("vda", "backing 1", True)
-    assert [c["check"] for c in checked["checks"]] == ["secret", "portal"]
+    assert [c["check"] for c in checked["checks"]] == ["secret", "portal", "target", "lun"]
 
 
 @pytest.mark.parametrize("by", ["connection_info", "dev"])
