@@ -5,7 +5,8 @@ Both sides plug the same iSCSI volume (tgtd on 127.0.0.1, CHAP) into the
 same running diskless guest on bus scsi, interleaved cycle by cycle (the
 order alternates) so drift in the machine hits both alike.
 
-- hvplug: ``attach_volume`` + ``detach_volume``: portal probe, private
+- hvplug: ``attach_volume`` + ``detach_volume``: portal probe (TCP and one
+  iSCSI Login Request, ``hvplug.initiator.login_probe``), private
   secret defined and its value set, free device name, attach, detach, wait
   until the disk left the live XML, secret removed when unused.
 - raw: ``attachDeviceFlags`` + ``detachDeviceFlags`` with the XML hvplug
@@ -13,7 +14,8 @@ order alternates) so drift in the machine hits both alike.
   removed after each raw cycle, outside the timed part, so hvplug's secret
   handling counts as hvplug overhead.
 
-Prints medians, p99 and the ratio hvplug/raw.  Run as root with the stack
+Prints medians, p99 and the ratio hvplug/raw, and the median of the login
+probe alone (the probe ``select_target`` runs, on the same target).  Run as root with the stack
 up (``tools/stack start``):  ``.venv/bin/python tools/bench/attach_detach.py``
 """
 
@@ -29,9 +31,12 @@ import uuid
 from pathlib import Path
 
 from hvplug import templates
+from hvplug.conf import CONF
+from hvplug.initiator import login_probe
 from hvplug.target.tgtd_ipc import TgtdIPC
 from hvplug.virt import attach
 from hvplug.virt.host import Host
+from hvplug.virt.volume import net
 from hvplug.virt.volume.registry import VolumeDriverRegistry
 
 BUS, DEV = "scsi", "sda"
@@ -121,6 +126,18 @@ class Bench:
             secret.undefine()
         return t1 - t0, t2 - t1
 
+    def probe_cycle(self) -> float:
+        """One login probe as ``select_target`` makes it; its duration."""
+        t0 = time.perf_counter()
+        result = login_probe.probe(
+            "127.0.0.1", 3260, self.iqn, net.initiator_name(),
+            connect_timeout=CONF.libvirt.iscsi_portal_probe_timeout,
+            login_timeout=CONF.libvirt.iscsi_login_probe_timeout or 5.0)
+        elapsed = time.perf_counter() - t0
+        if not result.answered:
+            raise RuntimeError(f"login probe of the bench target: {result.detail}")
+        return elapsed
+
     def run(self) -> dict:
         results = {"hvplug": [], "raw": []}
         self.hvplug_cycle(), self.raw_cycle()  # warm both paths up, untimed
@@ -129,11 +146,15 @@ class Bench:
             for side in order:
                 cycle = self.hvplug_cycle if side == "hvplug" else self.raw_cycle
                 results[side].append(cycle())
+        results["probe"] = [self.probe_cycle() for _ in range(self.cycles)]
         return results
 
 
 def summarise(results: dict) -> dict:
     summary = {}
+    probes = results.pop("probe")
+    summary["login_probe_median_ms"] = statistics.median(probes) * 1e3
+    summary["login_probe_p99_ms"] = percentile(probes, 99) * 1e3
     for side, samples in results.items():
         attach_t = [a for a, _ in samples]
         detach_t = [d for _, d in samples]
@@ -176,6 +197,8 @@ def main() -> int:
         print(f"{side:8}{s['attach_median_ms']:12.2f}{s['detach_median_ms']:12.2f}"
               f"{s['cycle_median_ms']:12.2f}{s['cycle_p99_ms']:12.2f}")
     print(f"ratio hvplug/raw (cycle median): {summary['ratio_median']:.3f}  (goal <= 1.15)")
+    print(f"login probe alone (part of hvplug's attach): median "
+          f"{summary['login_probe_median_ms']:.3f} ms, p99 {summary['login_probe_p99_ms']:.3f} ms")
     return 0
 
 
