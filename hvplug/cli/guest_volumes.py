@@ -68,7 +68,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     list_.set_defaults(func=cmd_list)
 
     verify = commands.add_parser(
-        "verify", parents=[common], help="check each iSCSI disk's secret and portal")
+        "verify", parents=[common], help="check each iSCSI disk's secret, portal, target and LUN")
     verify.add_argument("--domain", required=True)
     _json_option(verify)
     verify.set_defaults(func=cmd_verify)
