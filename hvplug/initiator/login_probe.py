@@ -499,18 +499,25 @@ def probe(host: str, port: int, target: str, initiator: str, *,
         return LoginResult(**{**found.__dict__, "luns": luns})
 
 
+PARALLEL_PROBES = 16  # probes in flight at once for a list of portals
+
+
 def probe_in_order(targets: list[tuple[str, int, str]], accept, **kwargs) -> list[LoginResult]:
-    """Probe every ``(host, port, iqn)`` at once; results up to the first accepted one.
+    """Probe ``(host, port, iqn)`` targets at once; results up to the first accepted one.
 
     The returned list holds, in the given order, the results of every
     target up to and including the first whose result ``accept(result)``
-    takes (all of them when none is taken).  Probes of later targets go on
-    in daemon threads and end within their own timeouts, so a silent later
-    portal never delays the answer.  ``kwargs`` go to :func:`probe`.
+    takes (all of them when none is taken).  At most :data:`PARALLEL_PROBES`
+    run at a time, a new one starting as an earlier one ends, so a list of
+    thousands of portals never starts thousands of threads.  Probes of later
+    targets go on in daemon threads and end within their own timeouts, so a
+    silent later portal never delays the answer.  ``kwargs`` go to
+    :func:`probe`.
     """
     if len(targets) == 1:
         return [probe(*targets[0], **kwargs)]
     slots = [[threading.Event(), None] for _ in targets]
+    places = threading.BoundedSemaphore(PARALLEL_PROBES)
 
     def run(slot, target):
         try:
@@ -519,11 +526,17 @@ def probe_in_order(targets: list[tuple[str, int, str]], accept, **kwargs) -> lis
             host, port, iqn = target
             slot[1] = LoginResult(Outcome.NO_ANSWER, portals.format_portal(host, port), iqn,
                                   f"the probe failed: {exc}")
-        slot[0].set()
+        finally:
+            places.release()
+            slot[0].set()
 
-    for slot, target in zip(slots, targets, strict=True):
-        threading.Thread(target=run, args=(slot, target), daemon=True,
-                         name="iscsi-login-probe").start()
+    def start_all():
+        for slot, target in zip(slots, targets, strict=True):
+            places.acquire()
+            threading.Thread(target=run, args=(slot, target), daemon=True,
+                             name="iscsi-login-probe").start()
+
+    threading.Thread(target=start_all, daemon=True, name="iscsi-login-probes").start()
     results = []
     for done, slot in ((s[0], s) for s in slots):
         done.wait()

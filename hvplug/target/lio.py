@@ -281,7 +281,7 @@ class LioAdm(ISCSITarget):
         with fileutils.locked(Path(self.conf.exports_dir) / ".lioadm.lock"):
             try:
                 root = rtslib.RTSRoot()
-            except rtslib.RTSLibError as e:
+            except (rtslib.RTSLibError, OSError) as e:  # OSError: no /proc/modules, no configfs
                 raise exception.TargetError(
                     helper=self.helper_name, action=action, iqn=export.iqn,
                     reason=f"LIO is not available on this host ({e}); load it with "

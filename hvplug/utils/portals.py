@@ -82,14 +82,17 @@ def answers(host: str, port: int, timeout: float) -> bool:
 def first_answering(portals: list[tuple[str, int]], timeout: float) -> int | None:
     """Index of the first portal, in the given order, that answers.
 
-    All portals are probed at once, so a dead first portal costs at most
-    ``timeout`` seconds in total, not ``timeout`` per portal.
+    Up to 16 portals are probed at once, so a dead first portal costs at
+    most ``timeout`` seconds in total, not ``timeout`` per portal.
     """
     if len(portals) == 1:
         return 0 if answers(*portals[0], timeout) else None
-    with concurrent.futures.ThreadPoolExecutor(len(portals)) as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(min(len(portals), 16))
+    try:
         futures = [pool.submit(answers, host, port, timeout) for host, port in portals]
         for index, future in enumerate(futures):
             if future.result():
                 return index
-    return None
+        return None
+    finally:  # probes not yet started are dropped; running ones end within timeout
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -116,6 +116,20 @@ def test_create_export_makes_exactly_the_lio_objects(lio, fake, volume):
     assert export.provider_location() == f"{';'.join(PORTALS)},1 {IQN} 1"
 
 
+def test_a_host_without_lio_is_a_clean_error(lio, fake, volume, monkeypatch):
+    """rtslib reads /proc/modules before anything; a host (or container)
+    without it must get hvplug's error naming LIO, not an OSError."""
+    import rtslib_fb.root
+
+    def no_proc_modules(*_args, **_kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "/proc/modules")
+
+    monkeypatch.setattr(rtslib_fb.root, "modprobe", no_proc_modules)
+    with pytest.raises(exception.TargetError, match="LIO is not available on this host"):
+        lio.create_export(VOLUME, volume)
+    assert fake.objects() == set()
+
+
 def test_create_export_is_idempotent(lio, fake, volume):
     first = lio.create_export(VOLUME, volume)
     writes = len(fake.writes)
