@@ -18,6 +18,7 @@ counting the secret's users until it is deleted; see
 
 import contextlib
 import logging
+import threading
 import uuid
 from dataclasses import asdict, dataclass
 
@@ -30,6 +31,7 @@ from hvplug.utils.masking import mask_dict
 from hvplug.virt import guest_disks
 from hvplug.virt.guest_disks import DomainView, FoundDisk
 from hvplug.virt.host import Host
+from hvplug.virt.volume.base import LibvirtBaseVolumeDriver
 from hvplug.virt.volume.registry import VolumeDriverRegistry
 
 LOG = logging.getLogger(__name__)
@@ -126,6 +128,7 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     bus = bus or CONF.libvirt.disk_bus
     guest_disks.check_bus(bus)
     operation = f"attach volume {volume_name(connection_info)} to domain '{domain}'"
+    preflight = Preflight(driver, connection_info)  # overlaps the lock and the reads
     with _locked_view(host, domain, operation) as view:
         live, persistent = _flags_for_attach(view, persistent)
         found = view.find(lambda layer: driver.is_same_volume(layer, connection_info),
@@ -136,7 +139,8 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
         dev = (guest_disks.check_dev_name(dev, bus, used, domain) if dev
                else guest_disks.free_dev_name(bus, used, domain))
         with locks.all_of(driver.lock_names(connection_info), operation):
-            _plug(host, driver, connection_info, domain, dev, bus, live, persistent)
+            _plug(host, driver, connection_info, domain, dev, bus, live, persistent,
+                  preflight)
     data = connection_info["data"]
     return AttachResult(domain=domain, dev=dev, bus=bus, driver=class_path(driver),
                         secret_uuid=data.get("secret_uuid"),
@@ -144,11 +148,50 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
                         live=live, persistent=persistent)
 
 
-def _plug(host, driver, connection_info, domain, dev, bus, live, persistent) -> None:
+class Preflight:
+    """``driver.preflight(connection_info)`` run in a thread from now on.
+
+    The driver's checks of the storage side (the net driver's portal and
+    login probe) need neither the domain nor a change on the host, so they
+    run while the attach waits for the domain's lock and reads the domain;
+    ``result()`` hands their outcome to ``connect_volume``, or raises their
+    error there, before anything has been changed.  A driver without a
+    preflight costs no thread.
+    """
+
+    def __init__(self, driver, connection_info: dict):
+        self._value, self._error = None, None
+        self._thread = None
+        if type(driver).preflight is not LibvirtBaseVolumeDriver.preflight:
+            self._thread = threading.Thread(
+                target=self._run, args=(driver, connection_info), daemon=True,
+                name="hvplug-preflight")
+            self._thread.start()
+
+    def _run(self, driver, connection_info) -> None:
+        try:
+            self._value = driver.preflight(connection_info)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = exc
+
+    def result(self):
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _plug(host, driver, connection_info, domain, dev, bus, live, persistent,
+          preflight: Preflight | None = None) -> None:
     """connect_volume + attach, both undone on any failure or interrupt."""
     LOG.debug("attaching %s to %s as %s", mask_dict(connection_info), domain, dev)
     try:
-        driver.connect_volume(connection_info, domain)
+        checked = preflight.result() if preflight is not None else None
+        if checked is None:
+            driver.connect_volume(connection_info, domain)
+        else:
+            driver.connect_volume(connection_info, domain, preflight=checked)
         LOG.debug("volume connected for %s; attaching device %s", domain, dev)
         xml = driver.get_config(connection_info, {"dev": dev, "bus": bus}).to_xml()
         host.attach_device(domain, xml, live=live, persistent=persistent)

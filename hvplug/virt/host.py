@@ -317,6 +317,15 @@ class Host:
         """Undefine secret ``uuid``; False when it did not exist."""
         try:
             secret = self.call(lambda conn: conn.secretLookupByUUIDString(uuid))
+        except self.libvirt.libvirtError as exc:
+            if self.is_code(exc, "VIR_ERR_NO_SECRET"):
+                return False
+            raise
+        return self.undefine_secret(secret)
+
+    def undefine_secret(self, secret) -> bool:
+        """Undefine virSecret ``secret``; False when it was gone already."""
+        try:
             secret.undefine()
         except self.libvirt.libvirtError as exc:
             if self.is_code(exc, "VIR_ERR_NO_SECRET"):

@@ -201,7 +201,7 @@ def release_secret(host, secret) -> str:
         where = ", ".join(str(user) for user in needed)
         LOG.info("keeping secret %s: still used by %s", found.uuid, where)
         return f"kept: used by {where}"
-    host.delete_secret(found.uuid)
+    host.undefine_secret(secret)  # the one just read: no second lookup
     LOG.debug("removed secret %s of %s", found.uuid, found.usage_id)
     return "removed"
 

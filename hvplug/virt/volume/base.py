@@ -41,6 +41,14 @@ class LibvirtBaseVolumeDriver:
         connection_schema.check(connection_info, self.data_shape)
         return None
 
+    def preflight(self, connection_info: dict) -> object:
+        """Checks of the storage side that need neither the domain nor any
+        change on this host (a portal probe); the attach runs them while it
+        waits for the domain's lock and reads the domain, and passes what
+        they return (if not None) to ``connect_volume(..., preflight=...)``.
+        None by default: nothing to check."""
+        return None
+
     def connect_volume(self, connection_info: dict, domain: str) -> None:
         """Make the volume usable on this host for ``domain``."""
 

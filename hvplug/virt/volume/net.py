@@ -167,9 +167,14 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         return [locks.secret_lock_name("iscsi", t.source_name)
                 for t in iscsi_targets(connection_info["data"])]
 
-    def connect_volume(self, connection_info: dict, domain: str) -> None:
+    def preflight(self, connection_info: dict) -> ISCSITarget:
+        """The target to use: probed (TCP and a login) before the domain is touched."""
+        return self.select_target(connection_info)
+
+    def connect_volume(self, connection_info: dict, domain: str,
+                       preflight: ISCSITarget | None = None) -> None:
         data = connection_info["data"]
-        target = self.select_target(connection_info)
+        target = preflight or self.select_target(connection_info)
         data["selected_target"] = {"portal": target.portal, "iqn": target.iqn,
                                    "lun": target.lun}
         credentials = chap_credentials(data)

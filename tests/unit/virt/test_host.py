@@ -168,3 +168,12 @@ def test_block_resize_and_capacity(host, guest, fake_libvirt):
 
 def test_guest_domain_type(host, fake_libvirt):
     assert host.guest_domain_type() in ("kvm", "qemu")
+
+
+def test_undefine_secret_takes_the_object_and_tolerates_a_race(host):
+    secret = host.define_secret_xml(secret_conf().to_xml())
+    uuid = secret.UUIDString()
+    stale = host.secret_by_uuid(uuid)
+    assert host.undefine_secret(secret) is True
+    assert host.undefine_secret(stale) is False  # another process removed it first
+    assert not host.secret_exists(uuid)
