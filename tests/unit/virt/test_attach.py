@@ -316,3 +316,39 @@ def test_tgtd_target_not_found_names_initiator_and_acl(host, registry, guest, ma
         attach.attach_volume(host, registry, guest, make_info(), bus="scsi")
     assert HOST_IQN in str(err.value) and "ACL" in str(err.value)
     assert secret_uuids(host) == set()
+
+
+def test_the_preflight_probe_runs_once_and_its_target_is_used(host, registry, guest, make_info,
+                                                              monkeypatch):
+    """The attach probes the portal once, in its preflight, before it
+    touches the domain; connect_volume uses that target without probing
+    again."""
+    calls = []
+    select = LibvirtNetVolumeDriver.select_target
+
+    def counting(self, info):
+        calls.append(len(live_disks(host, guest)))  # disks at probe time
+        return select(self, info)
+
+    monkeypatch.setattr(LibvirtNetVolumeDriver, "select_target", counting)
+    result = attach.attach_volume(host, registry, guest, make_info(), bus="scsi")
+    assert calls == [0] and result.portal
+
+
+def test_a_failing_preflight_changes_nothing(host, registry, guest, make_info, monkeypatch):
+    def unreachable(self, info):
+        raise exception.TargetUnreachable(portals="192.0.2.1:3260", timeout=0.01)
+
+    monkeypatch.setattr(LibvirtNetVolumeDriver, "select_target", unreachable)
+    before = secret_uuids(host)
+    with pytest.raises(exception.TargetUnreachable):
+        attach.attach_volume(host, registry, guest, make_info(), bus="scsi")
+    assert live_disks(host, guest) == {} and secret_uuids(host) == before
+
+
+def test_a_driver_without_a_preflight_starts_no_thread(make_info):
+    class Plain(LibvirtNetVolumeDriver.__mro__[1]):  # the base driver
+        pass
+
+    preflight = attach.Preflight(Plain(host=None), make_info())
+    assert preflight._thread is None and preflight.result() is None
