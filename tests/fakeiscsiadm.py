@@ -388,7 +388,7 @@ class FakeIscsiadm:
         if not call.ifaces:
             if op != "show":
                 return 7, "", "iscsiadm: Could not add interface. No interface passed in.\n"
-            names = sorted(self.ifaces) + ["default", "iser"]
+            names = [*sorted(self.ifaces), "default", "iser"]
             return 0, "".join(self._iface_line(self._iface_record(n)) for n in names), ""
         name = call.ifaces[0]
         handler = getattr(self, f"_iface_{op}", None)

@@ -99,8 +99,8 @@ class Devices:
         try:
             return int(size.read_text()) * 512  # sysfs counts 512-byte sectors
         except (OSError, ValueError) as exc:
-            raise exception.HvplugError(f"Cannot read the size of {block} from {size}: "
-                                        f"{exc}. Is the device still there?") from None
+            raise exception.DeviceSizeUnreadable(block=block, path=size,
+                                                 reason=str(exc)) from None
 
     def session_iface(self, sid: int) -> str | None:
         """The iface the kernel says session ``sid`` uses, when sysfs shows it."""

@@ -42,9 +42,7 @@ def _rtslib():
     try:
         import rtslib_fb
     except ImportError as e:
-        raise exception.HvplugError(
-            "The lioadm helper needs rtslib-fb: install python3-rtslib-fb or "
-            "'pip install hvplug[lio]'.") from e
+        raise exception.RtslibMissing(reason=str(e)) from e
     return rtslib_fb
 
 

@@ -156,7 +156,7 @@ def _no_target_iqn(info):
     del info["data"]["target_iqn"]
 
 
-@pytest.mark.parametrize("spoil,type_,says", [
+@pytest.mark.parametrize(("spoil", "type_", "says"), [
     (_no_driver_type, "InvalidConnectionInfo", "driver_volume_type is missing"),
     (_data_not_object, "InvalidConnectionInfo", "connection_info.data must be an object"),
     (_unknown_driver, "VolumeDriverNotFound", "'no-such-transport'"),

@@ -185,7 +185,7 @@ def kill_and_check(host, domain, volume, child: Child, record_property) -> str:
     return state
 
 
-@pytest.mark.parametrize("command,marker", [
+@pytest.mark.parametrize(("command", "marker"), [
     ("attach", DEFINED), ("attach", CONNECTED), ("attach", ATTACHED),
     ("detach", DETACHED), ("detach", REMOVED),
 ], ids=["attach-defined-secret", "attach-volume-connected", "attach-attached",
@@ -208,7 +208,7 @@ def test_sigkill_at_a_logged_step(host, make_guest, make_volume, record_property
         assert state == "gone"  # the disk had left; reconcile took any orphan secret
 
 
-@pytest.mark.parametrize("after,delay", [
+@pytest.mark.parametrize(("after", "delay"), [
     ("start", 0.05), ("start", 0.1), ("start", 0.2), ("start", 0.4),
     ("attaching", 0.0), ("attaching", 0.002), ("attaching", 0.005), ("attaching", 0.01),
 ])

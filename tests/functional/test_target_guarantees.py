@@ -180,7 +180,7 @@ def test_many_exports_come_back_after_a_tgtd_restart_despite_a_corrupt_record(ri
     (rig.exports / f"{empty}.json").unlink()
 
 
-@pytest.mark.parametrize("args, code, fragment", [
+@pytest.mark.parametrize(("args", "code", "fragment"), [
     (("--volume-id", "bad\n"), 2, "\\n"),
     (("--path", "/etc/shadow"), 2, "outside every backing root"),
     (("--initiator", "guest"), 2, "is not an iSCSI name"),

@@ -35,7 +35,7 @@ def test_a_valid_document_passes_unchanged():
     assert connection_schema.check(info, connection_schema.ISCSI_NETWORK) == VALID
 
 
-@pytest.mark.parametrize("path, value, says", [
+@pytest.mark.parametrize(("path", "value", "says"), [
     (("driver_volume_type",), "is\ncsi", "connection_info.driver_volume_type holds"),
     (("driver_volume_type",), "is csi", "connection_info.driver_volume_type must be a volume"),
     (("data",), [], "connection_info.data must be an object, not a list"),
@@ -112,7 +112,7 @@ def test_host_attached_iscsi_allows_wider_chap_names():
         connection_schema.check(info, connection_schema.ISCSI_NETWORK)
 
 
-@pytest.mark.parametrize("data, says", [
+@pytest.mark.parametrize(("data", "says"), [
     ({"target_wwn": "5001f4a0c0d1000", "target_lun": 1}, "data.target_wwn must be a 16-hex"),
     ({"target_wwn": [], "target_lun": 1}, "data.target_wwn must not be empty"),
     ({"target_wwn": "5001f4a0c0d10001", "target_lun": 65536}, "from 0 to 65535"),

@@ -129,7 +129,7 @@ def test_create_without_the_hardware_writes_nothing(run, fake, sysfs):
     assert fake.calls == []
 
 
-@pytest.mark.parametrize("argv, text", [
+@pytest.mark.parametrize(("argv", "text"), [
     (["--transport", "cxgb9i", "--hwaddress", MAC], "unknown iSCSI transport 'cxgb9i'"),
     (["--transport", "cxgb4i", "--hwaddress", "00:07:43"], "is not a MAC address"),
     (["--transport", "cxgb4i"], "needs --hwaddress"),

@@ -86,7 +86,7 @@ def test_render_json(run, make_info):
     assert json.loads(out)["secret_xml"] is None
 
 
-@pytest.mark.parametrize("stdin, rc, words", [
+@pytest.mark.parametrize(("stdin", "rc", "words"), [
     ("{not json", 2, "malformed JSON"),
     ('{"driver_volume_type": "iscsi"}', 2, "data is missing"),
     ('{"driver_volume_type": "nfs", "data": {}}', 2, "No volume driver for"),

@@ -30,7 +30,7 @@ def run(tmp_path, capsys, monkeypatch):
     fakehelper.DAEMON.clear()
 
 
-@pytest.mark.parametrize("text, size", [("512M", 512 << 20), ("10G", 10 << 30),
+@pytest.mark.parametrize(("text", "size"), [("512M", 512 << 20), ("10G", 10 << 30),
                                         ("1T", 1 << 40), ("4096", 4096), ("2GiB", 2 << 30)])
 def test_parse_size(text, size):
     assert parse_size(text) == size
@@ -242,7 +242,7 @@ def test_ensure_exports_reports_a_failed_restore_and_restores_the_rest(run, tmp_
 
 # Every rejected create leaves no file ----------------------------------------------
 
-@pytest.mark.parametrize("extra, code, fragment", [
+@pytest.mark.parametrize(("extra", "code", "fragment"), [
     # a newline is refused, shown escaped (by the CLI's one-line check, or by ours)
     (("--volume-id", "vol\n"), 2, "\\n'"),
     (("--volume-id", "../x"), 2, "volume id '../x'"),
@@ -372,7 +372,7 @@ def test_a_symlink_to_etc_shadow_is_refused(run, tmp_path):
     assert fakehelper.DAEMON == {} and link.is_symlink()
 
 
-@pytest.mark.parametrize("make, fragment", [
+@pytest.mark.parametrize(("make", "fragment"), [
     (lambda p: p.mkdir(), "is a directory"),
     (lambda p: os.mkfifo(p), "is a FIFO"),
 ])

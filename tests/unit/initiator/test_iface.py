@@ -131,7 +131,7 @@ def test_iscsi_host_without_proc_name_matches_on_mac(manager, sysfs):
     assert manager.verify_hardware("cxgb4i", MAC) == "iscsi_host host3"
 
 
-@pytest.mark.parametrize("given, in_sysfs", [(MAC.upper(), MAC), (MAC, MAC.upper()),
+@pytest.mark.parametrize(("given", "in_sysfs"), [(MAC.upper(), MAC), (MAC, MAC.upper()),
                                              ("00-07-43-28-B2-58", MAC)])
 def test_macs_compare_case_insensitively(given, in_sysfs, manager, sysfs):
     sysfs.add_nic("eth2", in_sysfs, "0x1425")
@@ -372,7 +372,7 @@ def test_unusable_reason(manager, fake, sysfs):
 
 
 # -- input checks ------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, text", [
+@pytest.mark.parametrize(("kwargs", "text"), [
     ({"transport": "cxgb5i", "hwaddress": MAC}, "unknown iSCSI transport 'cxgb5i'"),
     ({"transport": "cxgb4i", "hwaddress": "00:07:43:28:b2"}, "is not a MAC address"),
     ({"transport": "cxgb4i", "hwaddress": "zz:07:43:28:b2:58"}, "is not a MAC address"),

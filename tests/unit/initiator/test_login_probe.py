@@ -89,7 +89,7 @@ def test_chap_required_is_known_from_the_first_answer():
     assert lp.Outcome.AUTH_REQUIRED in lp.ANSWERED
 
 
-@pytest.mark.parametrize("status, outcome, words", [
+@pytest.mark.parametrize(("status", "outcome", "words"), [
     (0x0203, lp.Outcome.NOT_FOUND, "target not found (0x0203)"),
     (0x0204, lp.Outcome.NOT_FOUND, "target removed (0x0204)"),
     (0x0202, lp.Outcome.AUTHORIZATION_FAILED, "authorization failure (0x0202)"),
@@ -165,7 +165,7 @@ def test_probe_chap_never_sends_a_chap_key():
     assert [login["AuthMethod"] for login in target.logins] == ["CHAP,None", "None"]
 
 
-@pytest.mark.parametrize("mode, outcome", [("not_found", lp.Outcome.NOT_FOUND),
+@pytest.mark.parametrize(("mode", "outcome"), [("not_found", lp.Outcome.NOT_FOUND),
                                            ("authz", lp.Outcome.AUTHORIZATION_FAILED)])
 def test_probe_refusals(mode, outcome):
     with FakeISCSITarget(mode) as target:

@@ -104,7 +104,7 @@ def test_multipath_keys_when_the_connector_asks(target, vol):
     assert data["target_portals"] == ["127.0.0.1:3260"]
 
 
-@pytest.mark.parametrize("options, expected", [
+@pytest.mark.parametrize(("options", "expected"), [
     ({}, "iscsi"), ({"enable_iser": True}, "iser"), ({"iscsi_protocol": "iser"}, "iser"),
     ({"iscsi_protocol": "iscsi"}, "iscsi")])
 def test_driver_volume_type_follows_iser(target, config_fixture, vol, options, expected):
@@ -189,7 +189,7 @@ def test_volume_ids_differing_only_in_case_are_refused(target, vol):
     assert "'coll1'" in message and "'Coll1'" in message and first.iqn in message
     assert str(target.store.record_path("Coll1")) in message
     # nothing changed: the first export is still served from its own file
-    assert fakehelper.DAEMON == {first.iqn: fakehelper.DAEMON[first.iqn]}
+    assert {first.iqn: fakehelper.DAEMON[first.iqn]} == fakehelper.DAEMON
     assert fakehelper.DAEMON[first.iqn]["path"] == vol("a")
     assert target.store.volume_ids() == ["Coll1"]
     with pytest.raises(exception.VolumeIdCaseCollision):

@@ -59,7 +59,7 @@ def write_bad(store, name, text) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("name, text, reason", CORRUPT, ids=[c[0] for c in CORRUPT])
+@pytest.mark.parametrize(("name", "text", "reason"), CORRUPT, ids=[c[0] for c in CORRUPT])
 def test_a_corrupt_record_is_named_and_skipped(store, name, text, reason):
     path = write_bad(store, name, text)
     with pytest.raises(exception.ExportRecordCorrupt) as err:

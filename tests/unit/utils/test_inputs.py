@@ -9,7 +9,7 @@ from hvplug import exception
 from hvplug.utils import inputs
 
 
-@pytest.mark.parametrize("raw, expected", [
+@pytest.mark.parametrize(("raw", "expected"), [
     (b'{"a": 1}', {"a": 1}),
     ('\ufeff{"a": [1, 2]}'.encode(), {"a": [1, 2]}),  # a byte-order mark is fine
 ])
@@ -17,7 +17,7 @@ def test_json_document_reads_utf8(raw, expected):
     assert inputs.json_document(raw, "f") == expected
 
 
-@pytest.mark.parametrize("raw, says", [
+@pytest.mark.parametrize(("raw", "says"), [
     (b'\xff\xfe{"a": 1}', "not UTF-8 text (byte 0 is 0xff)"),
     (b'{"a": ', "malformed JSON in f"),
     (b'{"a": NaN}', "NaN is not a JSON number"),
@@ -60,7 +60,7 @@ def test_text_rules():
         inputs.text("abcde", "k", max_len=4)
 
 
-@pytest.mark.parametrize("value, expected", [(0, 0), (16383, 16383), ("7", 7), ("0012", 12)])
+@pytest.mark.parametrize(("value", "expected"), [(0, 0), (16383, 16383), ("7", 7), ("0012", 12)])
 def test_number_accepts(value, expected):
     assert inputs.number(value, "k", 0, 16383) == expected
 
@@ -95,7 +95,7 @@ def test_shown_is_short_and_safe():
     assert len(text) <= inputs.SHOWN_CHARS and "\n" not in text
 
 
-@pytest.mark.parametrize("raw, printed", [
+@pytest.mark.parametrize(("raw", "printed"), [
     ("a\nhvplug: error: forged", "a\\nhvplug: error: forged"),
     ("\x1b[2J\x00", "\\x1b[2J\\x00"),
     ("\ud800", "\\ud800"),

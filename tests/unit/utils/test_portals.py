@@ -6,7 +6,7 @@ from hvplug import exception
 from hvplug.utils import portals
 
 
-@pytest.mark.parametrize("text, expected", [
+@pytest.mark.parametrize(("text", "expected"), [
     ("192.0.2.10:3260", ("192.0.2.10", 3260)),
     ("192.0.2.10", ("192.0.2.10", 3260)),
     ("storage.example.com:3261", ("storage.example.com", 3261)),
@@ -29,7 +29,7 @@ def test_parse_portal_rejects(text):
     assert err.value.exit_code == 2
 
 
-@pytest.mark.parametrize("host, port, text", [
+@pytest.mark.parametrize(("host", "port", "text"), [
     ("192.0.2.1", 3260, "192.0.2.1:3260"),
     ("::1", 3260, "[::1]:3260"),
     ("a.example", 1, "a.example:1"),

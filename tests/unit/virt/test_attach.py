@@ -266,7 +266,7 @@ def test_detach_timeout(host, registry, guest, make_info, fake_libvirt, config_f
     assert "sda" in str(err.value) and "0.05" in str(err.value)
 
 
-@pytest.mark.parametrize("info, reason", [
+@pytest.mark.parametrize(("info", "reason"), [
     ([], "must be a JSON object"),
     ({"data": {}}, "driver_volume_type is missing"),
     ({"driver_volume_type": "iscsi"}, "data is missing"),

@@ -326,7 +326,7 @@ def test_format_rejects_total_with_read_write():
         disk.to_xml()
 
 
-@pytest.mark.parametrize("usage_type, element, usage_id", [
+@pytest.mark.parametrize(("usage_type", "element", "usage_id"), [
     ("iscsi", "target", IQN), ("ceph", "name", "client.x"),
     ("volume", "volume", "/x.img")])
 def test_secret_usage_element_follows_type(usage_type, element, usage_id):

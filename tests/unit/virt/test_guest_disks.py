@@ -25,7 +25,7 @@ def test_disk_xml_returns_libvirts_element():
     assert guest_disks.disk_xml(DOMAIN, "sdz") is None
 
 
-@pytest.mark.parametrize("bus, used, expected", [
+@pytest.mark.parametrize(("bus", "used", "expected"), [
     ("virtio", set(), "vda"),
     ("virtio", {"vda", "vdb"}, "vdc"),
     ("scsi", {"sda"}, "sdb"),
@@ -37,12 +37,12 @@ def test_free_dev_name(bus, used, expected):
 
 
 def test_no_free_name():
-    used = {n for n in guest_disks._names("vd")}
+    used = set(guest_disks._names("vd"))
     with pytest.raises(exception.NoFreeDeviceName):
         guest_disks.free_dev_name("virtio", used, "g")
 
 
-@pytest.mark.parametrize("dev, bus", [("vda", "scsi"), ("sd1", "scsi"), ("sdA", "sata"),
+@pytest.mark.parametrize(("dev", "bus"), [("vda", "scsi"), ("sd1", "scsi"), ("sdA", "sata"),
                                       ("sd", "scsi"), ("hda", "virtio")])
 def test_check_dev_name_rejects_wrong_names(dev, bus):
     with pytest.raises(exception.InvalidDeviceName) as err:

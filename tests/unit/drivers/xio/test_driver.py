@@ -261,7 +261,7 @@ def test_fc_connection_info_and_host_removal(fc_driver, ise):
     assert info["driver_volume_type"] == "fibre_channel"
     assert data["target_wwn"] == wwns and data["target_discovered"] is True
     assert data["target_lun"] == 1 and isinstance(data["target_lun"], int)
-    assert data["initiator_target_map"] == {w: wwns for w in FC_NORMAL}
+    assert data["initiator_target_map"] == dict.fromkeys(FC_NORMAL, wwns)
     [host] = _hosts(ise)
     assert host["endpoints"] == FC_NORMAL and host["os"] == "openstack"
     fc_driver.terminate_connection("vol1", {"wwpns": ["21:00:00:24:FF:3A:1B:2C"]})
@@ -312,7 +312,7 @@ def test_no_backends_enabled():
         backends.backend_conf("ise1")
 
 
-@pytest.mark.parametrize("path, reason", [
+@pytest.mark.parametrize(("path", "reason"), [
     ("nodots", "dotted.path.Class"),
     ("hvplug.drivers.nosuch.Driver", "cannot import"),
     ("hvplug.drivers.xio.iscsi.Nope", "no volume driver class Nope"),
@@ -382,7 +382,7 @@ def _image(path, size: int, fmt: str = "raw") -> bytes:
     return payload
 
 
-@pytest.mark.parametrize("fmt_in, fmt_out", [("raw", "qcow2"), ("qcow2", "raw")])
+@pytest.mark.parametrize(("fmt_in", "fmt_out"), [("raw", "qcow2"), ("qcow2", "raw")])
 def test_copy_image_in_and_out_over_iscsi(tmp_path, fmt_in, fmt_out):
     stack.require_tgtd()
     from ise_sim.iscsi import TgtdExporter

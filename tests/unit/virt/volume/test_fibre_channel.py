@@ -127,7 +127,7 @@ def test_target_wwns_and_luns_are_paired():
     assert fc_luns({"target_wwn": WWNS, "target_lun": 0}) == [(WWN_A, 0), (WWN_B, 0)]
 
 
-@pytest.mark.parametrize("data, reason", [
+@pytest.mark.parametrize(("data", "reason"), [
     ({"target_lun": 1}, "data.target_wwn is missing"),
     ({"target_wwn": WWNS}, "data.target_lun is missing"),
     ({"target_wwn": WWNS, "target_lun": "1"}, "data.target_lun must be int"),

@@ -225,10 +225,7 @@ def connect_lines(iface: str, portal: str = PORTAL, iqn: str = IQN,
     lines.append(f"{node(iface, portal, iqn)} -o show")
     if discovered:
         lines.append(f"{node(iface, portal, iqn)} -o new")
-    return lines + [f"{node(iface, portal, iqn)} -o update -n node.startup -v automatic",
-                    "iscsiadm -m session",
-                    f"{node(iface, portal, iqn)} --login",
-                    "iscsiadm -m session"]
+    return [*lines, f"{node(iface, portal, iqn)} -o update -n node.startup -v automatic", "iscsiadm -m session", f"{node(iface, portal, iqn)} --login", "iscsiadm -m session"]
 
 
 # -- every transport, connect and disconnect -------------------------------------
@@ -293,7 +290,7 @@ def test_every_transport_connects_and_disconnects(rig, make_driver, config_fixtu
     del rig.calls[:]
     driver.disconnect_volume(info if recorded else make_info(), "guest")
     listing = [] if recorded else ["iscsiadm -m session"]
-    assert rig.transcript() == listing + [f"{node(iface)} --logout", f"{node(iface)} -o delete"]
+    assert rig.transcript() == [*listing, f"{node(iface)} --logout", f"{node(iface)} -o delete"]
     assert rig.deleted_disks == ["sda"]
     rig.assert_nothing_left()
 
@@ -597,7 +594,7 @@ def test_get_config_before_connect_names_the_by_path_link(make_driver, config_fi
     assert disk.driver_io is None  # QEMU wants the host cache bypassed for aio=native
 
 
-@pytest.mark.parametrize("name, expected", [
+@pytest.mark.parametrize(("name", "expected"), [
     (f"ip-10.0.0.1:3260-iscsi-{IQN}-lun-1", ("10.0.0.1", 3260, IQN, 1)),
     (f"pci-0000:05:00.4-ip-10.0.0.1:3261-iscsi-{IQN}-lun-12", ("10.0.0.1", 3261, IQN, 12)),
     (f"ip-2001:db8::1:3260-iscsi-{IQN}-lun-0", ("2001:db8::1", 3260, IQN, 0)),

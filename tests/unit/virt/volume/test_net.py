@@ -30,7 +30,7 @@ def test_portals_without_iqns_share_the_primary_iqn():
     assert [t.source_name for t in net.iscsi_targets(data)] == ["iqn.a/3", "iqn.a/3"]
 
 
-@pytest.mark.parametrize("method, expected", [(None, None), ("None", None),
+@pytest.mark.parametrize(("method", "expected"), [(None, None), ("None", None),
                                               ("chap", ("u", "p")), ("CHAP", ("u", "p"))])
 def test_chap_credentials(method, expected):
     assert net.chap_credentials({"auth_method": method, "auth_username": "u",

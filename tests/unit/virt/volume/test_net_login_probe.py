@@ -57,7 +57,7 @@ def test_only_silent_and_dead_portals(host, registry, guest, make_info, iscsi_ta
     assert nothing_made(host, guest)
 
 
-@pytest.mark.parametrize("mode, error", [
+@pytest.mark.parametrize(("mode", "error"), [
     ("not_found", exception.TargetNotFound),
     ("authz", exception.AuthorizationFailed),
 ])

@@ -39,7 +39,7 @@ def test_configured_entries_add_and_override_types(config_fixture):
                            "custom": CustomDriver}
 
 
-@pytest.mark.parametrize("entry, reason", [
+@pytest.mark.parametrize(("entry", "reason"), [
     ("iscsi", "expected 'type=dotted.path.Class'"),
     ("=hvplug.virt.volume.net.LibvirtNetVolumeDriver", "expected"),
     ("iscsi=LibvirtNetVolumeDriver", "expected"),
