@@ -5,6 +5,14 @@ where it is the user's doing, exit code 2.  Messages name the cause and the
 fix.  Keyword values are formatted with ``%`` so a template missing a key
 fails loudly in tests rather than printing half a message.
 
+Errors are grouped by area, each with a base class (``HypervisorError``,
+``SecretError``, ``InitiatorError``, ``TargetSideError``, ``ISEError``,
+``FibreChannelError``, ``DependencyMissing``); bad input is
+``InvalidInput`` (exit 2), also where it belongs to an area (``class
+IqnInUse(TargetSideError, InvalidInput)``).  Every error of hvplug is
+defined here, and every message is a template: no call site makes up a
+message of its own.
+
 Nothing here may ever receive a CHAP password: callers pass usernames,
 targets and portals only.
 """
@@ -39,6 +47,36 @@ class InvalidInput(HvplugError):
     exit_code = EXIT_BAD_INPUT
 
 
+# -- the areas: catch one of these to handle every error of that part ---------
+
+class HypervisorError(HvplugError):
+    """libvirt, a domain, its disks: the hypervisor side (hvplug.virt)."""
+
+
+class SecretError(HvplugError):
+    """A libvirt secret hvplug would use or change."""
+
+
+class InitiatorError(HvplugError):
+    """Reaching a target as an initiator: portals, logins, ifaces, devices."""
+
+
+class TargetSideError(HvplugError):
+    """Exporting volumes: the target helpers, tgtd, export records."""
+
+
+class ISEError(HvplugError):
+    """The X-IO ISE storage backend and its REST API."""
+
+
+class FibreChannelError(HvplugError):
+    """Host-attached Fibre Channel volumes."""
+
+
+class DependencyMissing(HvplugError):
+    """An optional Python package a feature needs is not installed."""
+
+
 class InvalidConnectionInfo(InvalidInput):
     msg_fmt = (
         "Invalid connection_info: %(reason)s. Pass the JSON that the storage "
@@ -65,8 +103,9 @@ class VolumeDriverNotFound(InvalidInput):
 
 class ConfigFileError(InvalidInput):
     msg_fmt = (
-        "Cannot read configuration: %(reason)s. Fix the file (options: "
-        "doc/configuration.md) or name another with --config-file."
+        "Cannot read configuration: %(reason)s. Fix the file (every option is "
+        "listed by 'oslo-config-generator --namespace hvplug') or name another "
+        "with --config-file."
     )
 
 
@@ -82,29 +121,29 @@ class ProcessExecutionError(HvplugError):
         return self.kwargs.get("stderr", "")
 
 
-class LibvirtConnectionFailed(HvplugError):
+class LibvirtConnectionFailed(HypervisorError):
     msg_fmt = (
         "Cannot connect to libvirt at %(uri)s: %(reason)s. Is libvirtd "
-        "running? ('tools/stack start' starts it; '--connect URI' picks "
-        "another.)"
+        "running? ('systemctl start libvirtd' starts it; '--connect URI' or "
+        "[libvirt] connection_uri picks another.)"
     )
 
 
-class LibvirtError(HvplugError):
+class LibvirtError(HypervisorError):
     msg_fmt = (
         "libvirt failed to %(action)s: %(reason)s. Check the domain and "
         "libvirtd's log (/var/log/libvirt/), then retry."
     )
 
 
-class DomainNotFound(HvplugError):
+class DomainNotFound(HypervisorError):
     msg_fmt = (
         "Domain '%(domain)s' not found on %(uri)s: domain missing. "
         "Check the name with 'virsh list --all'."
     )
 
 
-class DomainNotRunning(HvplugError):
+class DomainNotRunning(HypervisorError):
     msg_fmt = (
         "Domain '%(domain)s' is not running, so nothing can be attached "
         "live. Start it, or use --persistent alone to change only its "
@@ -112,7 +151,7 @@ class DomainNotRunning(HvplugError):
     )
 
 
-class TargetUnreachable(HvplugError):
+class TargetUnreachable(InitiatorError):
     msg_fmt = (
         "iSCSI target unreachable: no portal of %(portals)s accepted a TCP "
         "connection within %(timeout)s s. Check the target is running and "
@@ -121,7 +160,7 @@ class TargetUnreachable(HvplugError):
     )
 
 
-class AuthenticationFailed(HvplugError):
+class AuthenticationFailed(InitiatorError):
     msg_fmt = (
         "CHAP authentication failed: target %(target)s at %(portal)s "
         "rejected user '%(username)s'. Check auth_username/auth_password "
@@ -129,7 +168,7 @@ class AuthenticationFailed(HvplugError):
     )
 
 
-class AuthorizationFailed(HvplugError):
+class AuthorizationFailed(InitiatorError):
     msg_fmt = (
         "Target %(target)s at %(portal)s refused initiator %(initiator)s "
         "(initiator ACL). Grant this IQN on the target, or set "
@@ -137,7 +176,7 @@ class AuthorizationFailed(HvplugError):
     )
 
 
-class TargetNotFound(HvplugError):
+class TargetNotFound(InitiatorError):
     msg_fmt = (
         "Target %(target)s at %(portal)s answered 'Target not found' to "
         "initiator %(initiator)s: either no such target is exported there, "
@@ -148,7 +187,7 @@ class TargetNotFound(HvplugError):
     )
 
 
-class TargetNotAnswering(HvplugError):
+class TargetNotAnswering(InitiatorError):
     msg_fmt = (
         "iSCSI target %(target)s: portal %(portals)s accepted a TCP "
         "connection but %(reason)s ([libvirt] iscsi_login_probe_timeout, now "
@@ -160,7 +199,7 @@ class TargetNotAnswering(HvplugError):
     )
 
 
-class TargetRequiresChap(HvplugError):
+class TargetRequiresChap(InitiatorError):
     msg_fmt = (
         "Target %(target)s at %(portal)s requires %(method)s authentication, "
         "but the connection_info has no CHAP credentials. Pass auth_method "
@@ -169,7 +208,7 @@ class TargetRequiresChap(HvplugError):
     )
 
 
-class TargetLoginRefused(HvplugError):
+class TargetLoginRefused(InitiatorError):
     msg_fmt = (
         "Target %(target)s at %(portal)s refused the iSCSI login of "
         "initiator %(initiator)s: %(status)s. Check the target's state and "
@@ -177,7 +216,7 @@ class TargetLoginRefused(HvplugError):
     )
 
 
-class InitiatorNameNotFound(HvplugError):
+class InitiatorNameNotFound(InitiatorError):
     msg_fmt = (
         "Cannot read this host's iSCSI initiator name from %(path)s: "
         "%(reason)s. Install open-iscsi or set [libvirt] "
@@ -185,21 +224,21 @@ class InitiatorNameNotFound(HvplugError):
     )
 
 
-class VolumeAlreadyAttached(HvplugError):
+class VolumeAlreadyAttached(HypervisorError):
     msg_fmt = (
         "Volume %(volume)s is already attached to domain '%(domain)s' as "
         "%(dev)s; detach it first."
     )
 
 
-class VolumeNotAttached(HvplugError):
+class VolumeNotAttached(HypervisorError):
     msg_fmt = (
         "%(what)s is not attached to domain '%(domain)s'; nothing "
         "was changed."
     )
 
 
-class VolumeIsBackingLayer(HvplugError):
+class VolumeIsBackingLayer(HypervisorError):
     msg_fmt = (
         "Volume %(volume)s is already in domain '%(domain)s': it is %(layer)s "
         "of disk %(dev)s (after an external snapshot or a block job). "
@@ -208,7 +247,7 @@ class VolumeIsBackingLayer(HvplugError):
     )
 
 
-class ManagedSaveConflict(HvplugError):
+class ManagedSaveConflict(HypervisorError):
     msg_fmt = (
         "Domain '%(domain)s' has a managed save image, and libvirt cannot "
         "change the disks of a saved image, so %(action)s now would leave "
@@ -218,7 +257,7 @@ class ManagedSaveConflict(HvplugError):
     )
 
 
-class ForeignSecretUnusable(HvplugError):
+class ForeignSecretUnusable(SecretError):
     msg_fmt = (
         "Secret %(uuid)s (usage iscsi '%(usage)s') was not created by hvplug "
         "and cannot be used: %(reason)s. hvplug never changes or deletes a "
@@ -226,7 +265,7 @@ class ForeignSecretUnusable(HvplugError):
     )
 
 
-class ForeignSecretMismatch(HvplugError):
+class ForeignSecretMismatch(SecretError):
     msg_fmt = (
         "Secret %(uuid)s (usage iscsi '%(usage)s') was not created by hvplug "
         "and disk '%(dev)s' of domain '%(domain)s' references it; hvplug "
@@ -234,7 +273,7 @@ class ForeignSecretMismatch(HvplugError):
     )
 
 
-class SecretUsageTaken(HvplugError):
+class SecretUsageTaken(SecretError):
     msg_fmt = (
         "Cannot re-create secret %(uuid)s for usage iscsi '%(usage)s': secret "
         "%(holder)s already has that usage, and libvirt allows one secret per "
@@ -255,25 +294,25 @@ class Interrupted(HvplugError):
     msg_fmt = "Interrupted by %(signal)s; %(what)s."
 
 
-class DeviceNameInUse(HvplugError):
+class DeviceNameInUse(HypervisorError):
     msg_fmt = (
         "Target device %(dev)s is already in use on domain '%(domain)s'; "
         "pick another --dev or leave it out to choose a free one."
     )
 
 
-class NoFreeDeviceName(HvplugError):
+class NoFreeDeviceName(HypervisorError):
     msg_fmt = "No free target device name left on bus '%(bus)s' of '%(domain)s'."
 
 
-class AttachFailed(HvplugError):
+class AttachFailed(HypervisorError):
     msg_fmt = (
         "Attaching volume %(volume)s to domain '%(domain)s' failed: "
-        "%(reason)s. Nothing was left behind."
+        "%(reason)s.%(undone)s"
     )
 
 
-class DeviceDetachTimeout(HvplugError):
+class DeviceDetachTimeout(HypervisorError):
     msg_fmt = (
         "Device %(dev)s is still in the live configuration of domain "
         "'%(domain)s' after %(timeout)s s: the guest did not release it "
@@ -282,14 +321,14 @@ class DeviceDetachTimeout(HvplugError):
     )
 
 
-class ExportNotFound(HvplugError):
+class ExportNotFound(TargetSideError):
     msg_fmt = (
         "No export of volume %(volume_id)s is recorded here; create it with "
         "'hvplug target create-export' (see 'hvplug target list')."
     )
 
 
-class IserUnavailable(HvplugError):
+class IserUnavailable(TargetSideError):
     msg_fmt = (
         "iSER/RDMA is unavailable on this target host: %(reason)s. Install "
         "RDMA hardware and the target's iSER support, or turn enable_iser "
@@ -297,14 +336,14 @@ class IserUnavailable(HvplugError):
     )
 
 
-class TargetError(HvplugError):
+class TargetError(TargetSideError):
     msg_fmt = "%(helper)s could not %(action)s target %(iqn)s: %(reason)s"
 
 
 # -- target side: what an export may be, and records that cannot be read -----
 # Values a user typed reach these templates already repr()-quoted by the caller.
 
-class ExportRecordCorrupt(HvplugError):
+class ExportRecordCorrupt(TargetSideError):
     msg_fmt = (
         "Export record %(path)s is unreadable: %(reason)s. hvplug skipped it "
         "and went on with every other export. Restore the file from a "
@@ -313,7 +352,7 @@ class ExportRecordCorrupt(HvplugError):
     )
 
 
-class ExportsIncomplete(HvplugError):
+class ExportsIncomplete(TargetSideError):
     msg_fmt = (
         "%(failed)s of %(total)s export records could not be %(action)s (each "
         "is named above); the other %(done)s were. Fix each as its message "
@@ -321,7 +360,7 @@ class ExportsIncomplete(HvplugError):
     )
 
 
-class VolumeIdCaseCollision(InvalidInput):
+class VolumeIdCaseCollision(TargetSideError, InvalidInput):
     msg_fmt = (
         "Volume id %(volume_id)s differs only in case from the recorded export "
         "%(other)s (%(record)s); IQNs ignore case, so both would be target "
@@ -330,7 +369,7 @@ class VolumeIdCaseCollision(InvalidInput):
     )
 
 
-class IqnInUse(InvalidInput):
+class IqnInUse(TargetSideError, InvalidInput):
     msg_fmt = (
         "Target %(iqn)s already serves %(other_path)s (%(owner)s), not "
         "%(path)s; hvplug never replaces a target that exports another file. "
@@ -338,7 +377,7 @@ class IqnInUse(InvalidInput):
     )
 
 
-class BackingPathRefused(InvalidInput):
+class BackingPathRefused(TargetSideError, InvalidInput):
     msg_fmt = (
         "Backing path %(path)s cannot be exported: %(reason)s. hvplug exports "
         "only regular files and block devices that resolve (symlinks "
@@ -347,14 +386,14 @@ class BackingPathRefused(InvalidInput):
     )
 
 
-class BackingFileFailed(HvplugError):
+class BackingFileFailed(TargetSideError):
     msg_fmt = (
         "Could not %(action)s backing file %(path)s: %(reason)s. Nothing was "
         "left behind. %(fix)s"
     )
 
 
-class IfaceHardwareNotFound(HvplugError):
+class IfaceHardwareNotFound(InitiatorError):
     msg_fmt = (
         "No %(transport)s hardware for %(hwaddress)s on this host: "
         "%(reason)s. Check the address against 'iscsiadm -m host -P 1' and "
@@ -363,14 +402,14 @@ class IfaceHardwareNotFound(HvplugError):
     )
 
 
-class IfaceNotFound(HvplugError):
+class IfaceNotFound(InitiatorError):
     msg_fmt = (
         "No open-iscsi iface record '%(name)s'. List the records with "
         "'hvplug iface list'; create one with 'hvplug iface create'."
     )
 
 
-class IfaceConflict(HvplugError):
+class IfaceConflict(InitiatorError):
     msg_fmt = (
         "The iface record '%(name)s' already exists with %(difference)s. "
         "Delete it first ('hvplug iface delete %(name)s') or choose another "
@@ -378,7 +417,7 @@ class IfaceConflict(HvplugError):
     )
 
 
-class IfaceCommandFailed(HvplugError):
+class IfaceCommandFailed(InitiatorError):
     msg_fmt = "iscsiadm could not %(action)s iface record '%(name)s': %(reason)s"
 
 
@@ -388,7 +427,7 @@ class ProcessTimeout(ProcessExecutionError):
     msg_fmt = "%(cmd)s gave no answer within %(timeout)s s"
 
 
-class IfaceUnusable(HvplugError):
+class IfaceUnusable(InitiatorError):
     msg_fmt = (
         "open-iscsi iface '%(iface)s' cannot be used: %(reason)s. Fix the "
         "iface ('hvplug iface show %(iface)s'), set [libvirt] iscsi_iface to "
@@ -397,7 +436,7 @@ class IfaceUnusable(HvplugError):
     )
 
 
-class ISCSIDiscoveryFailed(HvplugError):
+class ISCSIDiscoveryFailed(InitiatorError):
     msg_fmt = (
         "iSCSI discovery at %(portal)s through iface '%(iface)s' failed: "
         "%(reason)s. Check the portal address, the target and the network "
@@ -405,14 +444,14 @@ class ISCSIDiscoveryFailed(HvplugError):
     )
 
 
-class ISCSILoginFailed(HvplugError):
+class ISCSILoginFailed(InitiatorError):
     msg_fmt = (
         "iSCSI login to %(iqn)s at %(portal)s through iface '%(iface)s' "
         "failed: %(reason)s. Its session and node record were removed."
     )
 
 
-class ISCSILoginTimeout(HvplugError):
+class ISCSILoginTimeout(InitiatorError):
     msg_fmt = (
         "iSCSI login to %(iqn)s at %(portal)s through iface '%(iface)s' gave "
         "no answer within %(timeout)s s; its session and node record were "
@@ -421,7 +460,7 @@ class ISCSILoginTimeout(HvplugError):
     )
 
 
-class ISCSIDeviceNotFound(HvplugError):
+class ISCSIDeviceNotFound(InitiatorError):
     msg_fmt = (
         "No block device appeared for LUN %(lun)s of %(iqn)s at %(portal)s "
         "after %(tries)s scans (looked for %(pattern)s). Check that the "
@@ -431,7 +470,7 @@ class ISCSIDeviceNotFound(HvplugError):
     )
 
 
-class NodeRecordNotFound(HvplugError):
+class NodeRecordNotFound(InitiatorError):
     msg_fmt = (
         "No open-iscsi node record for %(iqn)s at %(portal)s with iface "
         "'%(iface)s' under %(nodes_dir)s, so its CHAP settings cannot be "
@@ -454,7 +493,7 @@ class InvalidBackendDriver(InvalidInput):
     )
 
 
-class ISEConnectionFailed(HvplugError):
+class ISEConnectionFailed(ISEError):
     msg_fmt = (
         "Cannot reach the ISE REST interface: %(reason)s (tried %(tries)s "
         "times on each of %(controllers)s). Check san_ip, san_api_port, "
@@ -463,7 +502,7 @@ class ISEConnectionFailed(HvplugError):
     )
 
 
-class ISERequestFailed(HvplugError):
+class ISERequestFailed(ISEError):
     msg_fmt = "The ISE refused %(method)s %(path)s: HTTP %(status)s %(reason)s"
 
 
@@ -474,30 +513,30 @@ class ISEAuthFailed(ISERequestFailed):
     )
 
 
-class ISETimeout(HvplugError):
+class ISETimeout(ISEError):
     msg_fmt = (
         "The ISE did not %(action)s within %(tries)s polls (%(state)s). Raise "
         "ise_completion_retries or check the array."
     )
 
 
-class ISEUnsupported(HvplugError):
+class ISEUnsupported(ISEError):
     msg_fmt = "This ISE cannot serve hvplug: %(reason)s."
 
 
-class ISEVolumeNotFound(HvplugError):
+class ISEVolumeNotFound(ISEError):
     msg_fmt = "No volume '%(name)s' on the ISE."
 
 
-class ISEVolumeExists(InvalidInput):
+class ISEVolumeExists(ISEError, InvalidInput):
     msg_fmt = "A volume '%(name)s' already exists on the ISE; choose another name."
 
 
-class ISEConfigError(InvalidInput):
+class ISEConfigError(ISEError, InvalidInput):
     msg_fmt = "Backend '%(backend)s' is misconfigured: %(reason)s."
 
 
-class FibreChannelNoHBA(HvplugError):
+class FibreChannelNoHBA(FibreChannelError):
     msg_fmt = (
         "No Fibre Channel HBA on this host (nothing under %(fc_host_dir)s), so "
         "LUN %(lun)s of %(wwns)s cannot be reached. Load the HBA's driver "
@@ -506,7 +545,7 @@ class FibreChannelNoHBA(HvplugError):
     )
 
 
-class FibreChannelDeviceNotFound(HvplugError):
+class FibreChannelDeviceNotFound(FibreChannelError):
     msg_fmt = (
         "No block device appeared for LUN %(lun)s of %(wwns)s: %(reason)s. "
         "Check the zoning between this host's WWPNs (%(wwpns)s) and those "
@@ -514,12 +553,62 @@ class FibreChannelDeviceNotFound(HvplugError):
     )
 
 
-class FibreChannelFailed(HvplugError):
+class FibreChannelFailed(FibreChannelError):
     msg_fmt = "os-brick's Fibre Channel connector could not %(action)s: %(reason)s"
 
 
-class OsBrickMissing(HvplugError):
+class OsBrickMissing(DependencyMissing):
     msg_fmt = (
         "Fibre Channel volumes need os-brick, which is not installed "
         "(%(reason)s). Install it: pip install 'hvplug[fc]' (or os-brick)."
+    )
+
+
+class RtslibMissing(DependencyMissing):
+    msg_fmt = (
+        "The lioadm target helper needs rtslib-fb, which is not installed "
+        "(%(reason)s). Install python3-rtslib-fb, or pip install 'hvplug[lio]'."
+    )
+
+
+class DeviceSizeUnreadable(InitiatorError):
+    msg_fmt = (
+        "Cannot read the size of block device %(block)s from %(path)s: "
+        "%(reason)s. Check that the device still exists (lsblk) and rescan it."
+    )
+
+
+class TgtdError(TargetSideError):
+    """tgtd answered a request with one of its tgtadm error codes.
+
+    ``code`` is that code (``hvplug.target.tgtd_ipc.Err`` where known);
+    ``reason`` its text, as tgtadm words it.
+    """
+
+    msg_fmt = "tgtd refused %(operation)s: %(reason)s (tgtadm error %(code)s)."
+
+    def __init__(self, operation: str, code: int, reason: str):
+        self.code = code
+        super().__init__(operation=operation, reason=reason, code=int(code))
+
+    def __reduce__(self):  # picklable although __init__ differs from the base
+        return type(self), (self.kwargs["operation"], self.code, self.kwargs["reason"])
+
+
+class TgtdUnavailable(TargetSideError):
+    msg_fmt = ("tgtd is not running or its management socket %(path)s is "
+               "missing: start it ('systemctl start tgt', or 'tgtd'), or point "
+               "[target] tgtd_socket at the tgtd to use")
+
+
+class TgtdIPCError(TargetSideError):
+    msg_fmt = "Talking to tgtd at %(path)s failed: %(reason)s"
+
+
+class RollbackIncomplete(HypervisorError):
+    msg_fmt = (
+        "%(error)s Undoing the attach failed too, so this is left behind: "
+        "%(left)s. Remove it with 'hvplug detach --domain %(domain)s --dev "
+        "%(dev)s' (a disk) or 'hvplug reconcile' (a secret), after checking "
+        "libvirtd's log (/var/log/libvirt/)."
     )

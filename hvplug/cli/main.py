@@ -138,9 +138,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except KeyboardInterrupt as exc:
         name = getattr(exc, "signal_name", "SIGINT")
-        return report_error(exception.Interrupted(
-            signal=name, what="what was under way was rolled back, so nothing is "
-            "left half-done"), args, ctx)
+        left = getattr(exc, "rollback_left", None)
+        what = ("what was under way was rolled back, so nothing is left half-done"
+                if not left else "rolling back what was under way failed, so this is "
+                "left behind: " + "; ".join(left) + " (see 'hvplug reconcile')")
+        return report_error(exception.Interrupted(signal=name, what=what), args, ctx)
     except Exception as exc:  # noqa: BLE001 - every error reaches the user as one line
         return report_error(exc, args, ctx)
     finally:

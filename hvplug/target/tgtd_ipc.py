@@ -22,6 +22,7 @@ import socket
 import struct
 
 from hvplug import exception
+from hvplug.exception import TgtdError, TgtdIPCError, TgtdUnavailable
 from hvplug.utils import masking
 
 LOG = logging.getLogger(__name__)
@@ -98,28 +99,13 @@ REQ = struct.Struct("=II64sIiQQIIIIII")
 RSP = struct.Struct("=II")  # err, len (header included)
 
 
-class TgtdError(exception.HvplugError):
-    msg_fmt = "tgtd refused %(operation)s: %(reason)s (tgtadm error %(code)s)."
-
-    def __init__(self, operation: str, code: int):
-        try:
-            self.code = Err(code)
-            reason = self.code.text
-        except ValueError:
-            self.code, reason = code, "(unknown tgtadm_errno)"
-        super().__init__(operation=operation, reason=reason, code=int(code))
-
-    def __reduce__(self):  # picklable although __init__ differs from the base
-        return type(self), (self.kwargs["operation"], self.kwargs["code"])
-
-
-class TgtdUnavailable(exception.HvplugError):
-    msg_fmt = ("tgtd is not running or its management socket %(path)s is "
-               "missing: start it with 'tools/stack start'")
-
-
-class TgtdIPCError(exception.HvplugError):
-    msg_fmt = "Talking to tgtd at %(path)s failed: %(reason)s"
+def tgtd_error(operation: str, code: int) -> TgtdError:
+    """The TgtdError for tgtd's answer ``code``, worded as tgtadm words it."""
+    try:
+        known = Err(code)
+    except ValueError:
+        return TgtdError(operation, code, "(unknown tgtadm_errno)")
+    return TgtdError(operation, known, known.text)
 
 
 def encode_params(params: dict | None) -> bytes:
@@ -291,7 +277,7 @@ class TgtdIPC:
             except OSError as exc:
                 raise self._ipc_error(exc) from exc
         if err != Err.SUCCESS:
-            raise TgtdError(what, err)
+            raise tgtd_error(what, err)
         return body.split(b"\0", 1)[0].decode("utf-8", "replace")
 
     def _recv(self, sock: socket.socket, size: int) -> bytes:
@@ -329,10 +315,10 @@ class TgtdIPC:
             except TgtdError as exc:
                 if exc.code != Err.TARGET_EXIST:
                     raise
-                start = tid + 1 + random.randrange(8)
+                start = tid + 1 + random.randrange(8)  # noqa: S311 - spreads retries, not a secret
                 continue
             return tid
-        raise TgtdError(f"target new targetname={iqn}", Err.TARGET_EXIST)
+        raise tgtd_error(f"target new targetname={iqn}", Err.TARGET_EXIST)
 
     def delete_target(self, tid: int, force: bool = True) -> None:
         self.request(Mode.TARGET, Op.DELETE, tid=tid, force=force)

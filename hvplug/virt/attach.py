@@ -199,9 +199,16 @@ def _plug(host, driver, connection_info, domain, dev, bus, live, persistent,
         interrupts.commit()  # done: a signal from now on must not undo it
     except BaseException as exc:  # an interrupt too: undo, then re-raise
         with interrupts.deferred():
-            _roll_back(host, driver, connection_info, domain, dev)
+            left = _roll_back(host, driver, connection_info, domain, dev)
         if isinstance(exc, Exception):
-            raise _attach_error(host, driver, connection_info, domain, exc) from None
+            error = _attach_error(host, driver, connection_info, domain, exc,
+                                  undone=not left)
+            if left:
+                raise exception.RollbackIncomplete(
+                    error=getattr(error, "message", f"{type(error).__name__}: {error}"),
+                    left="; ".join(left), domain=domain, dev=dev) from error
+            raise error from None
+        exc.rollback_left = left  # an interrupt: main() says what is left
         raise
 
 
@@ -237,7 +244,8 @@ def _config_disk_xml(live_disk_xml: str) -> str:
     return etree.tostring(element, encoding="unicode")
 
 
-def _attach_error(host, driver, connection_info, domain, exc) -> Exception:
+def _attach_error(host, driver, connection_info, domain, exc,
+                  undone: bool = True) -> Exception:
     if isinstance(exc, exception.HvplugError):
         return exc
     if not isinstance(exc, host.libvirt.libvirtError):
@@ -249,11 +257,17 @@ def _attach_error(host, driver, connection_info, domain, exc) -> Exception:
     if host.is_code(exc, "VIR_ERR_OPERATION_INVALID") and not host.domain_state(domain)[0]:
         return exception.DomainNotRunning(domain=domain)
     return exception.AttachFailed(volume=volume_name(connection_info), domain=domain,
-                                  reason=message)
+                                  reason=message.rstrip("."),
+                                  undone=" Nothing was left behind." if undone else "")
 
 
-def _roll_back(host, driver, connection_info, domain, dev) -> None:
-    """Undo a failed attach: a disk libvirt half-added, then the driver's work."""
+def _roll_back(host, driver, connection_info, domain, dev) -> list[str]:
+    """Undo a failed attach: a disk libvirt half-added, then the driver's work.
+
+    Returns what could not be undone, one phrase each (empty: nothing is
+    left behind), so the error can say so instead of claiming a clean undo.
+    """
+    left = []
     try:
         view = DomainView(host, domain)
         leftover = view.find(lambda disk: disk.target_dev == dev
@@ -264,12 +278,21 @@ def _roll_back(host, driver, connection_info, domain, dev) -> None:
             places = view.places(dev)
             host.detach_device(domain, leftover.xml, dev, live=places["live"],
                                persistent=places["persistent"])
-    except Exception:
+    except Exception as exc:
         LOG.exception("could not check %s for a half-attached %s", domain, dev)
+        left.append(f"perhaps disk {dev} of domain '{domain}' (checking for it failed: "
+                    f"{_short(exc)})")
     try:
         driver.disconnect_volume(connection_info, domain)
-    except Exception:
+    except Exception as exc:
         LOG.exception("rolling back the connection of %s to %s failed", dev, domain)
+        left.append(f"the volume's connection on this host (its secret or sessions: "
+                    f"{_short(exc)})")
+    return left
+
+
+def _short(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
 
 def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,

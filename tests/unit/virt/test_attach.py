@@ -352,3 +352,35 @@ def test_a_driver_without_a_preflight_starts_no_thread(make_info):
 
     preflight = attach.Preflight(Plain(host=None), make_info())
     assert preflight._thread is None and preflight.result() is None
+
+
+def test_a_rollback_that_fails_is_reported_not_hidden(host, registry, guest, make_info,
+                                                      fake_libvirt, monkeypatch):
+    """The attach fails, and so does removing its secret: the error says
+    what is left and how to remove it, instead of 'Nothing was left behind'."""
+    def login(*args):
+        raise RuntimeError("iSCSI: Failed to connect to LUN : something else")
+    fake_libvirt.set_iscsi_login(login)
+
+    def disconnect(self, info, domain):
+        raise exception.LibvirtError(action="undefine the secret", reason="libvirtd went away")
+    monkeypatch.setattr(LibvirtNetVolumeDriver, "disconnect_volume", disconnect)
+    with pytest.raises(exception.RollbackIncomplete) as err:
+        attach.attach_volume(host, registry, guest, make_info(), bus="scsi")
+    message = err.value.message
+    assert "something else" in message and "Nothing was left behind" not in message
+    assert "libvirtd went away" in message and "hvplug reconcile" in message
+    assert f"--domain {guest} --dev sda" in message
+    assert isinstance(err.value.__cause__, exception.AttachFailed)
+    assert err.value.exit_code == exception.EXIT_FAILED
+    for uuid in secret_uuids(host):  # what the failed rollback left, for this test only
+        host.delete_secret(uuid)
+
+
+def test_a_clean_rollback_still_says_nothing_was_left(host, registry, guest, make_info,
+                                                      fake_libvirt):
+    def login(*args):
+        raise RuntimeError("iSCSI: Failed to connect to LUN : something else")
+    fake_libvirt.set_iscsi_login(login)
+    with pytest.raises(exception.AttachFailed, match="Nothing was left behind"):
+        attach.attach_volume(host, registry, guest, make_info(), bus="scsi")
