@@ -139,7 +139,11 @@ _ACL_ATTRIB = _rw(
     dataout_timeout=3, dataout_timeout_retries=5, default_erl=0, nopin_timeout=15,
     nopin_response_timeout=30, random_datain_pdu_offsets=0,
     random_datain_seq_offsets=0, random_r2t_offsets=0)
-_ACL_PARAM = dict.fromkeys(("MaxConnections", "InitialR2T", "ImmediateData", "MaxBurstLength", "FirstBurstLength", "DefaultTime2Wait", "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder", "DataSequenceInOrder", "ErrorRecoveryLevel"), (RO, "No Active iSCSI Session"))
+_ACL_PARAM = dict.fromkeys(
+    ("MaxConnections", "InitialR2T", "ImmediateData", "MaxBurstLength", "FirstBurstLength",
+     "DefaultTime2Wait", "DefaultTime2Retain", "MaxOutstandingR2T", "DataPDUInOrder",
+     "DataSequenceInOrder", "ErrorRecoveryLevel"),
+    (RO, "No Active iSCSI Session"))
 
 KINDS = {
     "root": Kind({**_ro(version="Target Engine Core ConfigFS Infrastructure v5.0"),

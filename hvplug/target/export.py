@@ -78,7 +78,7 @@ class Export:
         """The record as a dict; the password masked unless asked for."""
         record = dataclasses.asdict(self)
         if not show_secrets and record["auth_password"]:
-            record["auth_password"] = "***"
+            record["auth_password"] = "***"  # noqa: S105 - the redaction mark
         record["provider_location"] = self.provider_location()
         return record
 
@@ -173,7 +173,7 @@ class ExportStore:
             if missing_ok:
                 return None
             raise exception.ExportRecordCorrupt(path=repr(str(path)),
-                                                reason="it vanished while being read")
+                                                reason="it vanished while being read") from None
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise exception.ExportRecordCorrupt(path=repr(str(path)),

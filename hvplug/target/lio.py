@@ -250,7 +250,7 @@ class LioAdm(ISCSITarget):
             st = os.stat(path)
         except OSError as e:
             raise exception.TargetError(helper=self.helper_name, action="create",
-                                        iqn=export.iqn, reason=f"{path}: {e.strerror}")
+                                        iqn=export.iqn, reason=f"{path}: {e.strerror}") from e
         if stat.S_ISREG(st.st_mode) and st.st_size == 0:
             raise exception.InvalidInput(
                 reason=f"{path} is empty; give it a size (create-export --size 10G)")

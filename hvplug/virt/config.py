@@ -175,7 +175,7 @@ class XMLTupleList(XMLProperty):
         steps, _ = _split(self.path)
         for item in self.__get__(obj):
             node = etree.SubElement(_ensure(root, steps[:-1]), steps[-1])
-            for attr, text in zip(self.attrs, self.clean(tuple(item))):
+            for attr, text in zip(self.attrs, self.clean(tuple(item)), strict=False):
                 if text is not None:
                     node.set(attr, text)
 

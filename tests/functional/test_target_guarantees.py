@@ -192,7 +192,7 @@ def test_rejected_creates_leave_no_file_and_no_target(rig, args, code, fragment)
         pytest.skip("17 TiB is only too big for ext4 with 4 KiB blocks")
     values = {"--volume-id": f"hvplug-test-{tag()}", "--path": str(rig.vols / "new.img"),
               "--size": "8M"}
-    values.update(zip(args[::2], args[1::2]))
+    values.update(zip(args[::2], args[1::2], strict=False))
     result = rig.run("create-export", *[x for kv in values.items() for x in kv])
     assert result.returncode == code and fragment in result.stderr, result.stderr
     assert list(rig.vols.iterdir()) == [] and rig.ipc.list_targets() == {}

@@ -316,7 +316,7 @@ NON_BMP = ["\U0001f600", "\U0001d7d8", "\U00020000", "\U000e0001"]
 # Printable to a regex of controls, invisible or misleading on a terminal.
 FORMAT_CHARS = ["\u200b", "\u200d", "\u200e", "\u202e", "\u2066", "\ufeff", "\u0301",
                 "\u00ad", "\u00a0", "\u3000", "\u2028", "\u2029", "\u0085"]
-PUNCTUATION = [*list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ "), "é", "ß", "а", "ａ", "µ", "ª"]
+PUNCTUATION = [*list("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ "), "é", "ß", "а", "ａ", "µ", "ª"]  # noqa: RUF001 - confusables on purpose
 NEAR_HOSTS = ["a..b", "-a", "a-", "a_b", "1.2.3.4.5", "256.1.1.1", "1.2.3", "01.2.3.4",
               "0x7f.0.0.1", "host.", ".host", "\u00e9.example", "xn--e1afmkfd.example",
               "a" * 64 + ".example", "a" * 254, "[::ffff:1.2.3.4]", "[fe80::1%eth0]",
@@ -684,7 +684,8 @@ def cli_args(rng: random.Random, dev: bool = True) -> list[str]:
 
 def make_seed(rng, seed: int, index: int, which: int | None = None):
     counter = iter(range(1000))
-    marker = (lambda: f"{_marker(rng, seed, index)}n{next(counter)}")
+    def marker():
+        return f"{_marker(rng, seed, index)}n{next(counter)}"
     if which is None:
         which = rng.choices(range(len(SEEDS)), weights=SEED_WEIGHTS)[0]
     name, config, builder, valid = SEEDS[which]

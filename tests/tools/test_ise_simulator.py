@@ -63,7 +63,7 @@ class Client:
 
     def post(self, path, data=None, **kw):
         kw.setdefault("timeout", 5)
-        return requests.post(self.url(path), data=data, auth=AUTH, **kw)
+        return requests.post(self.url(path), data=data, auth=AUTH, **kw)  # noqa: S113 - kw has it
 
     def put(self, path, params=None):
         return requests.put(self.url(path), params=params, auth=AUTH, timeout=5)

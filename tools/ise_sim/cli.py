@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     sim.start()
-    for (host, port), rank in zip(sim.addresses, ("primary", "secondary")):
+    for (host, port), rank in zip(sim.addresses, ("primary", "secondary"), strict=False):
         LOG.info("ISE %s controller on http://%s:%s (array %s, target %s)",
                  rank, host, port, sim.array.gid, sim.array.iqn)
     print(f"READY {' '.join(f'{h}:{p}' for h, p in sim.addresses)}", flush=True)

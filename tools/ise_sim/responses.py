@@ -43,7 +43,7 @@ def query(array: Array, controllers: list[str]) -> bytes:
     for code in ("49003", "49004", "49005", "49006", "49007"):
         _sub(caps, "capability", value=code)
     ctrls = _sub(root, "controllers")
-    for rank, address in zip(("1", "0"), controllers):
+    for rank, address in zip(("1", "0"), controllers, strict=False):
         ctrl = _sub(ctrls, "controller")
         _sub(ctrl, "ipaddress", address)
         _sub(ctrl, "rank", value=rank)

@@ -252,7 +252,7 @@ class XIOISEDriver:
             if (text(host, "type") or "openstack").lower() != "openstack":
                 self.client.put(host.get("self"), os="openstack")
             return host
-        digest = hashlib.sha1(" ".join(sorted(endpoints)).encode()).hexdigest()[:8]
+        digest = hashlib.sha1(" ".join(sorted(endpoints)).encode(), usedforsecurity=False).hexdigest()[:8]
         name = f"{connector.get('host') or 'hvplug'}-{digest}"
         params = [("name", name), *(("endpoint", e) for e in endpoints), ("os", "openstack")]
         resp = self.client.post(self.client.array_path("hosts"), params,

@@ -259,7 +259,7 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         credentials = chap_credentials(data)
         if credentials:
             conf.auth_username = credentials[0]
-            conf.auth_secret_type = "iscsi"
+            conf.auth_secret_type = "iscsi"  # noqa: S105 - a secret type, not a secret
             conf.auth_secret_uuid = data.get("secret_uuid")
         return conf
 

@@ -260,7 +260,7 @@ def test_rejected_creates_leave_no_file(run, tmp_path, extra, code, fragment):
     if "--helper" in extra:
         conf.write_text(conf.read_text() + "enable_iser = true\n")
     args = {"--volume-id": "v1", "--path": str(tmp_path / "new.img"), "--size": "64M"}
-    args.update(zip(extra[::2], extra[1::2]))
+    args.update(zip(extra[::2], extra[1::2], strict=False))
     rc, out, err = run("create-export", *[x for kv in args.items() for x in kv])
     assert rc == code and out == "", err
     assert fragment in err and "unexpected" not in err and "Traceback" not in err

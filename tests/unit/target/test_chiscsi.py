@@ -222,7 +222,8 @@ def test_no_chap_means_no_auth_lines_and_no_none(env):
 
 @pytest.mark.parametrize("path", ["/srv/a#b.img", '/srv/a"b.img'])
 def test_paths_iscsictl_would_cut_are_refused(env, path):
-    with pytest.raises(exception.InvalidInput, match="backing store path .* cannot go into a chiscsi target file"):
+    with pytest.raises(exception.InvalidInput, match="backing store path .* "
+                       "cannot go into a chiscsi target file"):
         env.helper.create_export("vol-c", path)
     assert env.fake.calls == [] and not env.file.exists()
 

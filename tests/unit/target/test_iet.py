@@ -290,7 +290,8 @@ def test_auto_iotype_picks_blockio_for_block_devices(env, config_fixture, monkey
 
 @pytest.mark.parametrize("path", ["/srv/a b.img", "/srv/a,b.img"])
 def test_paths_ietadm_cannot_carry_are_refused_before_anything_runs(env, path):
-    with pytest.raises(exception.InvalidInput, match="backing store path .* cannot go into IET's configuration"):
+    with pytest.raises(exception.InvalidInput, match="backing store path .* "
+                       "cannot go into IET's configuration"):
         env.helper.create_export("vol-a", path)
     assert env.fake.calls == []
 

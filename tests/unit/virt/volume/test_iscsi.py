@@ -225,7 +225,10 @@ def connect_lines(iface: str, portal: str = PORTAL, iqn: str = IQN,
     lines.append(f"{node(iface, portal, iqn)} -o show")
     if discovered:
         lines.append(f"{node(iface, portal, iqn)} -o new")
-    return [*lines, f"{node(iface, portal, iqn)} -o update -n node.startup -v automatic", "iscsiadm -m session", f"{node(iface, portal, iqn)} --login", "iscsiadm -m session"]
+    return [*lines, f"{node(iface, portal, iqn)} -o update -n node.startup -v automatic",
+            "iscsiadm -m session",
+            f"{node(iface, portal, iqn)} --login",
+            "iscsiadm -m session"]
 
 
 # -- every transport, connect and disconnect -------------------------------------
