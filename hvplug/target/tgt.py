@@ -250,7 +250,7 @@ class TgtAdm(ISCSITarget):
                 mine = next((t for t in targets.values() if t.iqn == export.iqn), None)
                 if mine is not None and self._adopt(ipc, mine, export):
                     return mine.tid
-                tid = _first_free(targets, tid + 1)
+                tid = tgtd_ipc.first_free_tid(targets, tid + 1)
                 continue
             _NEXT_TID[self.socket_path] = tid + 1
             return tid
@@ -451,10 +451,3 @@ def _answers(ipc: TgtdIPC, tid: int) -> bool:
             return False
         raise
     return True
-
-
-def _first_free(targets: dict, start: int) -> int:
-    tid = max(start, 1)
-    while tid in targets:
-        tid += 1
-    return tid

@@ -323,9 +323,6 @@ class TgtdIPC:
     def delete_target(self, tid: int, force: bool = True) -> None:
         self.request(Mode.TARGET, Op.DELETE, tid=tid, force=force)
 
-    def update_target(self, tid: int, name: str, value) -> None:
-        self.request(Mode.TARGET, Op.UPDATE, {name: value}, tid=tid)
-
     def show_targets(self) -> str:
         return self.request(Mode.TARGET, Op.SHOW)
 
@@ -337,11 +334,7 @@ class TgtdIPC:
         return parse_targets(self.show_targets())
 
     def free_tid(self, start: int = 1) -> int:
-        used = set(self.list_targets())
-        tid = max(start, 1)
-        while tid in used:
-            tid += 1
-        return tid
+        return first_free_tid(self.list_targets(), start)
 
     # Logical units ----------------------------------------------------
     def new_lun(self, tid: int, lun: int, path: str, bstype: str | None = "rdwr",
@@ -381,11 +374,6 @@ class TgtdIPC:
         """Allow an initiator by address ('ALL', an IP, a CIDR) or by IQN."""
         self.request(Mode.TARGET, Op.BIND, _initiator(address, name), tid=tid)
 
-    def unbind_initiator(self, tid: int, address: str | None = None,
-                         name: str | None = None) -> None:
-        self.request(Mode.TARGET, Op.UNBIND, _initiator(address, name), tid=tid)
-
-
 def _initiator(address: str | None, name: str | None) -> dict:
     if (address is None) == (name is None):
         raise exception.InvalidInput(
@@ -403,3 +391,12 @@ def tolerate(codes, call, *args, **kwargs) -> None:
     except TgtdError as exc:
         if exc.code not in codes:
             raise
+
+
+def first_free_tid(used, start: int = 1) -> int:
+    """The lowest tid >= ``start`` (and >= 1) not in ``used`` (tids, or a dict by tid):
+    the one tid allocator, for TgtdIPC.new_target and the tgt helper."""
+    tid = max(start, 1)
+    while tid in used:
+        tid += 1
+    return tid

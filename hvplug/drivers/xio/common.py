@@ -356,7 +356,3 @@ class XIOISEDriver:
             raise exception.InvalidInput(
                 reason=f"image {image} needs {need} GB but volume {volume} is {have} GB; "
                 "extend the volume first")
-
-    def check_for_setup_error(self) -> None:
-        """Fail now if the array is unreachable or its firmware lacks clones."""
-        self.client.array  # noqa: B018 - GET /query checks both

@@ -86,18 +86,6 @@ CAPTURED = [
         id="bind-name",
     ),
     pytest.param(
-        lambda c: c.unbind_initiator(901, name=INITIATOR),
-        # $ tgtadm --lld iscsi --mode target --op unbind --tid 901 --initiator-name iqn.1993-08.org.debian:01:cap
-        "010000000400000069736373690000000000000000000000"
-        "000000000000000000000000000000000000000000000000"
-        "000000000000000000000000000000000000000000000000"
-        "a5000000850300000000000000000000ffffffffffffffff"
-        "000000000000000000000000000000000000000000000000"
-        "696e69746961746f722d6e616d653d69716e2e313939332d30382e6f72672e64"
-        "656269616e3a30313a63617000",
-        id="unbind-name",
-    ),
-    pytest.param(
         lambda c: c.new_account("capuser901", "CapPassw0rd901"),
         # $ tgtadm --lld iscsi --mode account --op new --user capuser901 --password CapPassw0rd901
         "070000000000000069736373690000000000000000000000"
@@ -130,17 +118,6 @@ CAPTURED = [
         "000000000000000000000000010000000000000000000000"
         "757365723d6361707573657239303100",
         id="account-unbind-outgoing",
-    ),
-    pytest.param(
-        lambda c: c.update_target(901, "MaxRecvDataSegmentLength", 65536),
-        # $ tgtadm --lld iscsi --mode target --op update --tid 901 --name MaxRecvDataSegmentLength --value 65536
-        "010000000500000069736373690000000000000000000000"
-        "000000000000000000000000000000000000000000000000"
-        "000000000000000000000000000000000000000000000000"
-        "97000000850300000000000000000000ffffffffffffffff"
-        "000000000000000000000000000000000000000000000000"
-        "4d617852656376446174615365676d656e744c656e6774683d363535333600",
-        id="target-update",
     ),
     pytest.param(
         lambda c: c.delete_lun(901, 1),
