@@ -15,3 +15,19 @@ def config_fixture():
          default_config_dirs=[])
     yield fixture
     fixture.cleanUp()
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "stack: needs the real daemons (libvirtd + QEMU, tgtd); "
+        "'tools/run-tests --unit' runs -m 'not stack'")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Functional tests, and the contract tests' real-libvirtd half, need the stack."""
+    for item in items:
+        parts = item.path.parts
+        callspec = getattr(item, "callspec", None)
+        real = callspec is not None and "real" in callspec.params.values()
+        if "functional" in parts or ("contract" in parts and real):
+            item.add_marker(pytest.mark.stack)

@@ -18,12 +18,11 @@ from ``[backend_defaults]``.  Anything that takes a conf group object (the
 volume drivers, the target helpers) can take it.
 """
 
-import importlib
-
 from oslo_config import cfg
 
 from hvplug import exception
 from hvplug.conf.xio import backend_defaults_group, xio_opts
+from hvplug.utils.importutils import ImportClassError, import_class
 
 enabled_backends_opt = cfg.ListOpt(
     "enabled_backends", default=[],
@@ -78,20 +77,15 @@ class BackendConf:
 
 def import_driver(path: str, backend: str) -> type:
     """``volume_driver`` of ``backend`` → its class, checked like volume_drivers."""
-    module_name, dot, class_name = (path or "").strip().rpartition(".")
-    if not dot or not module_name or not class_name:
-        raise exception.InvalidBackendDriver(
-            backend=backend, path=path, reason="expected a dotted.path.Class")
+    module_name, _, class_name = (path or "").strip().rpartition(".")
+    no_driver = f"{module_name} has no volume driver class {class_name}"
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise exception.InvalidBackendDriver(
-            backend=backend, path=path, reason=f"cannot import {module_name}: {exc}") from None
-    cls = getattr(module, class_name, None)
-    if not isinstance(cls, type) or not hasattr(cls, "driver_opts"):
-        raise exception.InvalidBackendDriver(
-            backend=backend, path=path,
-            reason=f"{module_name} has no volume driver class {class_name}")
+        cls = import_class(path)
+    except ImportClassError as exc:
+        reason = no_driver if exc.kind in ("missing", "type") else exc.reason
+        raise exception.InvalidBackendDriver(backend=backend, path=path, reason=reason) from None
+    if not hasattr(cls, "driver_opts"):
+        raise exception.InvalidBackendDriver(backend=backend, path=path, reason=no_driver)
     return cls
 
 

@@ -4,10 +4,11 @@ Helper modules are imported only when chosen, so LIO's rtslib-fb is not
 loaded on a host that runs tgt.
 """
 
-import importlib
 import logging
 
+from hvplug import exception
 from hvplug.target.base import ISCSITarget
+from hvplug.utils.importutils import ImportClassError, import_class
 
 LOG = logging.getLogger(__name__)
 
@@ -22,8 +23,10 @@ HELPER_CLASSES = {
 
 
 def helper_class(name: str) -> type[ISCSITarget]:
-    module_name, _, class_name = HELPER_CLASSES[name].rpartition(".")
-    return getattr(importlib.import_module(module_name), class_name)
+    try:
+        return import_class(HELPER_CLASSES[name], ISCSITarget)
+    except ImportClassError as exc:
+        raise exception.InvalidInput(reason=f"[target] iscsi_helper = {name}: {exc.reason}") from None
 
 
 def target_from_conf(conf, helper: str | None = None, execute=None) -> ISCSITarget:

@@ -466,6 +466,7 @@ def iscsi_sim(state_dir):
     assert _tgtd_targets(sim.array.iqn) == []
 
 
+@pytest.mark.stack
 def test_iscsi_presentation_serves_the_volume_with_chap(iscsi_sim, state_dir):
     api = Client(iscsi_sim)
     chap = iscsi_sim.array.chap()
@@ -492,6 +493,7 @@ def test_iscsi_presentation_serves_the_volume_with_chap(iscsi_sim, state_dir):
     assert _tgtd_targets(state["iqn"]) == []
 
 
+@pytest.mark.stack
 def test_restart_restores_the_export(state_dir):
     stack.require_tgtd()
     from ise_sim.iscsi import TgtdExporter
@@ -513,6 +515,7 @@ def test_restart_restores_the_export(state_dir):
     assert _tgtd_targets(iqn) == []
 
 
+@pytest.mark.stack
 def test_fc_presentation_exports_nothing(iscsi_sim):
     api = Client(iscsi_sim)
     api.create("fv")
@@ -538,6 +541,7 @@ def test_export_failure_answers_500_and_keeps_nothing(state_dir):
         sim.stop()  # tgtd absent: logged, not raised
 
 
+@pytest.mark.stack
 def test_sigterm_removes_the_exports(state_dir):
     stack.require_tgtd()
     env = dict(os.environ, ISE_SIM_PASSWORD=PASSWORD)

@@ -6,11 +6,10 @@ every entry is imported and checked when the registry is built, so a typo
 fails at start-up with the entry named, not at the first attach.
 """
 
-import importlib
-
 from hvplug import exception
 from hvplug.conf import CONF
 from hvplug.conf.libvirt import DEFAULT_VOLUME_DRIVERS
+from hvplug.utils.importutils import ImportClassError, import_class
 from hvplug.virt.volume.base import LibvirtBaseVolumeDriver
 
 
@@ -22,17 +21,9 @@ def parse_entry(entry: str) -> tuple[str, type[LibvirtBaseVolumeDriver]]:
         raise exception.InvalidVolumeDriverEntry(
             entry=entry, reason="expected 'type=dotted.path.Class'")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise exception.InvalidVolumeDriverEntry(
-            entry=entry, reason=f"cannot import {module_name}: {exc}") from None
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise exception.InvalidVolumeDriverEntry(
-            entry=entry, reason=f"{module_name} has no {class_name}")
-    if not (isinstance(cls, type) and issubclass(cls, LibvirtBaseVolumeDriver)):
-        raise exception.InvalidVolumeDriverEntry(
-            entry=entry, reason=f"{path} is not a LibvirtBaseVolumeDriver subclass")
+        cls = import_class(path, LibvirtBaseVolumeDriver)
+    except ImportClassError as exc:
+        raise exception.InvalidVolumeDriverEntry(entry=entry, reason=exc.reason) from None
     return volume_type, cls
 
 

@@ -144,6 +144,7 @@ def test_wrong_password_exit_1(make_run, ise):
     assert rc == 1 and "san_password" in err and "wrong" not in err
 
 
+@pytest.mark.stack
 def test_connection_info_is_what_hvplug_attach_accepts(make_run, tmp_path, host, guest):
     """create → connection-info → attach (fake libvirt) → detach → terminate → delete,
     with the simulator exporting through the real tgtd."""
@@ -167,6 +168,7 @@ def test_connection_info_is_what_hvplug_attach_accepts(make_run, tmp_path, host,
         sim.stop()
 
 
+@pytest.mark.stack
 def test_copy_image_and_copy_to_image(make_run, tmp_path, monkeypatch):
     stack.require_tgtd()
     from ise_sim.iscsi import TgtdExporter

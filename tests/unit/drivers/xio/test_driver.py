@@ -275,6 +275,7 @@ def test_fc_needs_wwpns(fc_driver):
 
 
 # -- presenting to an iSCSI host exports through tgtd --------------------------------
+@pytest.mark.stack
 def test_iscsi_presentation_is_served_by_tgtd(tmp_path):
     stack.require_tgtd()
     from ise_sim.iscsi import TgtdExporter
@@ -388,6 +389,7 @@ def _head(path, size: int) -> bytes:
         return f.read(size)
 
 
+@pytest.mark.stack
 @pytest.mark.parametrize(("fmt_in", "fmt_out"), [("raw", "qcow2"), ("qcow2", "raw")])
 def test_copy_image_in_and_out_over_iscsi(tmp_path, fmt_in, fmt_out):
     stack.require_tgtd()
