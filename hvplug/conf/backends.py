@@ -18,6 +18,8 @@ from ``[backend_defaults]``.  Anything that takes a conf group object (the
 volume drivers, the target helpers) can take it.
 """
 
+from typing import Any
+
 from oslo_config import cfg
 
 from hvplug import exception
@@ -75,7 +77,7 @@ class BackendConf:
         return f"BackendConf({self.backend_name!r})"
 
 
-def import_driver(path: str, backend: str) -> type:
+def import_driver(path: str, backend: str) -> Any:
     """``volume_driver`` of ``backend`` → its class, checked like volume_drivers."""
     module_name, _, class_name = (path or "").strip().rpartition(".")
     no_driver = f"{module_name} has no volume driver class {class_name}"
@@ -110,7 +112,8 @@ def _register_backend(conf: cfg.ConfigOpts, name: str) -> None:
 def backend_conf(name: str, conf: cfg.ConfigOpts | None = None) -> BackendConf:
     """The options of enabled backend ``name``; an unknown name is InvalidInput."""
     if conf is None:
-        from hvplug.conf import CONF as conf
+        from hvplug.conf import CONF
+        conf = CONF
     enabled = [b.strip() for b in conf.enabled_backends if b.strip()]
     if name not in enabled:
         raise exception.BackendNotFound(

@@ -6,10 +6,12 @@ never travel in arguments: pass them in files or on stdin, and name them in
 ``secrets`` so they are masked if they ever show up in an error.
 """
 
+import io
 import logging
 import subprocess
 import time
 from collections.abc import Callable
+from typing import cast
 
 from hvplug import exception
 from hvplug.utils.masking import mask_argv, redact
@@ -53,7 +55,9 @@ def execute(*cmd: str, check_exit_code: tuple[int, ...] = (0,), timeout: float |
 def _streamed(cmd, on_output, timeout) -> tuple[int, str, str]:
     deadline = None if timeout is None else time.monotonic() + timeout
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-        for chunk in iter(lambda: proc.stdout.read1(4096), b""):
+        assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs
+        stdout = cast(io.BufferedReader, proc.stdout)
+        for chunk in iter(lambda: stdout.read1(4096), b""):
             on_output(chunk)
             if deadline is not None and time.monotonic() > deadline:
                 proc.kill()

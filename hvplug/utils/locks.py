@@ -66,7 +66,7 @@ def holder(path: Path) -> str:
     return "another process (it wrote no note)"
 
 
-def _timed_out(path: Path, timeout: float) -> exception.LockTimeout:
+def _timed_out(path: Path, timeout: float | None) -> exception.LockTimeout:
     return exception.LockTimeout(name=path.name, timeout=timeout, holder=holder(path))
 
 
@@ -77,6 +77,7 @@ def _flock(fd: int, path: Path, deadline: float | None, timeout: float) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
             return
         except BlockingIOError:
+            assert deadline is not None  # LOCK_NB only with a deadline
             left = deadline - time.monotonic()
             if left <= 0:
                 raise _timed_out(path, timeout) from None
