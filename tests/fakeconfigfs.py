@@ -459,6 +459,12 @@ class FakeConfigfs:
 
     # -- attribute writes and the kernel's reactions ----------------------------
     def _put(self, path: str, text: str, mode: int | None = None) -> None:
+        # The fake plays the kernel, which writes its read-only attributes too:
+        # root ignores the mode bits, a normal user must lift them first.
+        if os.path.exists(path):
+            if mode is None:
+                mode = stat.S_IMODE(os.stat(path).st_mode)
+            os.chmod(path, mode | stat.S_IWUSR)
         with open(path, "w") as f:
             f.write(text)
         if mode is not None:
