@@ -1,0 +1,372 @@
+#!/usr/bin/env python3
+"""Benchmark: what the ``hvplug`` command costs as a process, against virsh.
+
+In one run, on one machine, side by side:
+
+1. Start-up: ``hvplug --help`` and one argument error (``hvplug attach``
+   without ``--domain``, exit 2), against ``python -c pass`` with the same
+   interpreter and ``virsh --help``; N interleaved runs of each, medians.
+   Goal: ``hvplug --help`` <= 150 ms.
+2. Attach+detach: N interleaved rounds of
+   - CLI: ``hvplug attach --domain G --connection-info FILE --bus scsi --json``
+     then ``hvplug detach --domain G --connection-info FILE --json``, two
+     processes (hvplug defines the CHAP secret, sets its value, attaches;
+     detaches, waits until the disk left, undefines the secret);
+   - virsh: ``secret-define``, ``secret-set-value --file F --plain`` (the
+     password from a 0600 file, never argv), ``attach-device --live``,
+     ``detach-device --live``, ``secret-undefine``: five processes, with the
+     disk and secret XML hvplug renders for the same volume (rendered before
+     the round, outside the timing).
+   Goal: CLI <= 2x virsh (round medians).
+
+It creates its own uniquely named transient guest (``hvplug-clibench-<hex>``,
+xml_templates/guest.xml), a tgtd target with a CHAP account serving a sparse
+64 MiB file, and a private work directory (the 0600 connection_info and
+password files), and removes all of it, and any secret left for the volume,
+at the end, also after a failure or SIGINT/SIGTERM/SIGHUP.
+
+Run as root with the stack up (``tools/stack start``)::
+
+    tools/bench/cli_startup.py                 # 20 runs/rounds each
+    tools/bench/cli_startup.py --runs 50 --json
+    tools/bench/cli_startup.py --importtime    # also: the CLI attach's slowest imports
+
+Started by a python without hvplug, it re-runs itself with the project's
+venv (``$HVPLUG_VENV``, default ``<repo>/.venv``).  Exit codes: 0 done
+(whether or not the goals are met; the output says), 1 a step failed, 2 not
+root or the stack is down.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import hvplug_venv
+
+hvplug_venv.ensure()
+
+import argparse  # noqa: E402 - after the venv is found
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+from hvplug import templates  # noqa: E402
+from hvplug.cli.main import load_config  # noqa: E402
+from hvplug.target.tgtd_ipc import TgtdIPC  # noqa: E402
+from hvplug.virt import attach  # noqa: E402
+from hvplug.virt.host import Host  # noqa: E402
+from hvplug.virt.volume.registry import VolumeDriverRegistry  # noqa: E402
+
+URI = "qemu:///system"
+HELP_GOAL_MS = 150.0
+RATIO_GOAL = 2.0
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def hvplug_command() -> list[str]:
+    """The console script next to this interpreter (what users run), else ``-m``."""
+    script = Path(sys.executable).parent / "hvplug"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "hvplug.cli.main"]
+
+
+class Failed(Exception):
+    pass
+
+
+def timed(argv: list[str], expect: int = 0) -> float:
+    """Wall time of one process, in ms; its exit code must be ``expect``."""
+    t0 = time.perf_counter()
+    result = subprocess.run(argv, capture_output=True, text=True, check=False,
+                            stdin=subprocess.DEVNULL)
+    elapsed = (time.perf_counter() - t0) * 1e3
+    if result.returncode != expect:
+        raise Failed(f"{' '.join(argv[:3])} ... exited {result.returncode} (expected "
+                     f"{expect}): {(result.stderr or result.stdout).strip()[-400:]}")
+    return elapsed
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+class Bench:
+    def __init__(self, runs: int):
+        self.runs = runs
+        tag = uuid.uuid4().hex[:8]
+        self.tag = tag
+        self.iqn = f"iqn.2010-10.org.openstack:volume-hvplug-clibench-{tag}"
+        self.guest = f"hvplug-clibench-{tag}"
+        self.user, self.password = f"clibench{tag}", secrets.token_urlsafe(16)
+        self.workdir = Path(tempfile.mkdtemp(prefix="hvplug-clibench-"))  # 0700
+        self.conf = self.workdir / "hvplug.conf"
+        self.info_file = self.workdir / "connection_info.json"
+        self.password_file = self.workdir / "chap-password"
+        self.tgt = TgtdIPC()
+        self.host: Host | None = None
+        self.registry = None
+        self.tid: int | None = None
+        self.account = False
+        self.guest_started = False
+        self.cli = hvplug_command()
+
+    # -- set-up and tear-down ---------------------------------------------------------
+
+    def info(self) -> dict:
+        return {"driver_volume_type": "iscsi",
+                "data": {"target_portal": "127.0.0.1:3260", "target_iqn": self.iqn,
+                         "target_lun": 1, "volume_id": self.tag, "auth_method": "CHAP",
+                         "auth_username": self.user, "auth_password": self.password,
+                         "access_mode": "rw"},
+                "serial": self.tag}
+
+    def _private_file(self, path: Path, text: str) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+
+    def set_up(self) -> None:
+        self.conf.write_text("")  # the defaults, and no /etc/hvplug/hvplug.conf
+        load_config([str(self.conf)])
+        self.host = Host(URI)
+        self.registry = VolumeDriverRegistry(self.host)
+        self._private_file(self.info_file, json.dumps(self.info()))
+        self._private_file(self.password_file, self.password)
+        backing = self.workdir / "volume.img"
+        with open(backing, "wb") as f:
+            f.truncate(64 * 2**20)
+        self.tid = self.tgt.new_target(None, self.iqn)
+        self.tgt.new_lun(self.tid, 1, str(backing))
+        self.tgt.bind_initiator(self.tid, address="ALL")
+        self.tgt.new_account(self.user, self.password)
+        self.account = True
+        self.tgt.bind_account(self.tid, self.user)
+        xml = templates.guest_xml(self.guest, domain_type=self.host.guest_domain_type())
+        self.host.call(lambda conn: conn.createXML(xml, 0))
+        self.guest_started = True
+
+    def tear_down(self) -> list[str]:
+        problems = []
+        steps = []
+        if self.guest_started:
+            steps.append(("destroy the guest", lambda: self.host.domain_call(
+                self.guest, lambda d: d.destroy())))
+        if self.tid is not None:
+            steps.append(("delete the target", lambda: self.tgt.delete_target(self.tid)))
+        if self.account:
+            steps.append(("delete the CHAP account",
+                          lambda: self.tgt.delete_account(self.user)))
+        if self.host is not None:
+            steps.append(("undefine the volume's secret", self._drop_secret))
+        steps.append(("remove the guest's QEMU log", lambda: Path(
+            f"/var/log/libvirt/qemu/{self.guest}.log").unlink(missing_ok=True)))
+        for what, undo in steps:
+            try:
+                undo()
+            except Exception as exc:  # noqa: BLE001 - keep tearing down, report all
+                problems.append(f"{what}: {exc}")
+        for path in self.workdir.iterdir():
+            path.unlink()
+        self.workdir.rmdir()
+        if self.host is not None:
+            self.host.close()
+        return problems
+
+    def _drop_secret(self) -> None:
+        while (secret := self.host.find_secret("iscsi", f"{self.iqn}/1")) is not None:
+            secret.undefine()
+
+    # -- the measured parts ----------------------------------------------------------
+
+    def startup(self) -> dict[str, list[float]]:
+        sides = {
+            "hvplug --help": ([*self.cli, "--help"], 0),
+            "hvplug attach (argument error)": ([*self.cli, "attach"], 2),
+            "python -c pass": ([_python(), "-c", "pass"], 0),
+            "virsh --help": (["virsh", "--help"], 0),
+        }
+        results: dict[str, list[float]] = {name: [] for name in sides}
+        for argv, code in sides.values():  # warm the page cache, untimed
+            timed(argv, code)
+        names = list(sides)
+        for i in range(self.runs):
+            for name in names[i % len(names):] + names[:i % len(names)]:
+                argv, code = sides[name]
+                results[name].append(timed(argv, code))
+        return results
+
+    def cli_round(self) -> dict[str, float]:
+        common = ["--config-file", str(self.conf), "--domain", self.guest,
+                  "--connection-info", str(self.info_file), "--json"]
+        return {
+            "attach": timed([*self.cli, "attach", *common, "--bus", "scsi"]),
+            "detach": timed([*self.cli, "detach", *common]),
+        }
+
+    def virsh_round(self) -> dict[str, float]:
+        info = self.info()
+        _, disk_xml, secret_xml = attach.render_volume(self.registry, info, bus="scsi",
+                                                       dev="sda")
+        secret_uuid = info["data"]["secret_uuid"]
+        disk_file, secret_file = self.workdir / "disk.xml", self.workdir / "secret.xml"
+        disk_file.write_text(disk_xml)
+        secret_file.write_text(secret_xml)
+        virsh = ["virsh", "-q", "-c", URI]
+        times = {}
+        try:
+            times["secret-define"] = timed([*virsh, "secret-define", str(secret_file)])
+            times["secret-set-value"] = timed([*virsh, "secret-set-value", secret_uuid,
+                                               "--file", str(self.password_file), "--plain"])
+            times["attach-device"] = timed([*virsh, "attach-device", self.guest, str(disk_file), "--live"])
+            times["detach-device"] = timed([*virsh, "detach-device", self.guest, str(disk_file), "--live"])
+            times["secret-undefine"] = timed([*virsh, "secret-undefine", secret_uuid])
+        finally:
+            disk_file.unlink()
+            secret_file.unlink()
+        times["attach"] = sum(times[k] for k in ("secret-define", "secret-set-value",
+                                                  "attach-device"))
+        times["detach"] = times["detach-device"] + times["secret-undefine"]
+        return times
+
+    def rounds(self) -> dict[str, list[dict[str, float]]]:
+        results: dict[str, list[dict[str, float]]] = {"cli": [], "virsh": []}
+        self.cli_round(), self.virsh_round()  # warm both up, untimed
+        for i in range(self.runs):
+            order = ("cli", "virsh") if i % 2 == 0 else ("virsh", "cli")
+            for side in order:
+                results[side].append(self.cli_round() if side == "cli" else self.virsh_round())
+        return results
+
+    def importtime(self, top: int) -> list[tuple[str, float, float]]:
+        """One CLI attach and detach under ``-X importtime``: the slowest imports."""
+        common = ["--config-file", str(self.conf), "--domain", self.guest,
+                  "--connection-info", str(self.info_file), "--json"]
+        rows: list[tuple[str, float, float]] = []
+        for command in (["attach", *common, "--bus", "scsi"], ["detach", *common]):
+            argv = [sys.executable, "-X", "importtime", "-m", "hvplug.cli.main", *command]
+            result = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise Failed(f"hvplug {command[0]} under -X importtime exited "
+                             f"{result.returncode}: {result.stderr[-400:]}")
+            for line in result.stderr.splitlines():
+                match = re.match(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)", line)
+                if match and not match.group(3):  # top-level imports only
+                    rows.append((f"{command[0]}: {match.group(4)}",
+                                 int(match.group(1)) / 1e3, int(match.group(2)) / 1e3))
+        return sorted(rows, key=lambda r: -r[2])[:top]
+
+
+def summarise(startup: dict, rounds: dict) -> dict:
+    med = statistics.median
+    summary: dict = {"startup_median_ms": {name: med(v) for name, v in startup.items()}}
+    for side, samples in rounds.items():
+        keys = samples[0].keys()
+        summary[f"{side}_median_ms"] = {k: med([s[k] for s in samples]) for k in keys}
+        summary[f"{side}_median_ms"]["round"] = med([s["attach"] + s["detach"]
+                                                     for s in samples])
+    summary["help_ms"] = summary["startup_median_ms"]["hvplug --help"]
+    summary["help_goal_ms"] = HELP_GOAL_MS
+    summary["ratio_cli_virsh"] = (summary["cli_median_ms"]["round"]
+                                  / summary["virsh_median_ms"]["round"])
+    summary["ratio_goal"] = RATIO_GOAL
+    return summary
+
+
+def report(summary: dict, runs: int, imports) -> None:
+    s = summary["startup_median_ms"]
+    print(f"hvplug CLI start-up and attach+detach vs virsh: {runs} interleaved runs/rounds, "
+          f"{summary['cpus']} CPUs, {summary['domain_type']} guest, bus scsi, CHAP")
+    print("\nstart-up (median wall time of a process, ms)")
+    for name, value in s.items():
+        print(f"  {name:34}{value:9.1f}")
+    help_ms = summary["help_ms"]
+    print(f"  hvplug --help: {help_ms:.1f} ms, goal <= {HELP_GOAL_MS:.0f} ms: "
+          f"{'met' if help_ms <= HELP_GOAL_MS else 'NOT met'}; "
+          f"{help_ms - s['python -c pass']:.1f} ms above 'python -c pass'")
+    cli, virsh = summary["cli_median_ms"], summary["virsh_median_ms"]
+    print("\nattach+detach (median wall time, ms)")
+    print(f"  {'':10}{'attach':>10}{'detach':>10}{'round':>10}")
+    for name, side in (("CLI", cli), ("virsh", virsh)):
+        print(f"  {name:10}{side['attach']:10.1f}{side['detach']:10.1f}{side['round']:10.1f}")
+    print("  virsh steps: " + ", ".join(
+        f"{k} {virsh[k]:.1f}" for k in ("secret-define", "secret-set-value", "attach-device",
+                                         "detach-device", "secret-undefine")))
+    ratio = summary["ratio_cli_virsh"]
+    print(f"  ratio CLI/virsh (round medians): {ratio:.2f}, goal <= {RATIO_GOAL:.0f}: "
+          f"{'met' if ratio <= RATIO_GOAL else 'NOT met'}")
+    if imports:
+        print("\nslowest top-level imports of one CLI attach and detach (-X importtime, ms)")
+        for name, own, cumulative in imports:
+            print(f"  {name:50}{cumulative:9.1f} (own {own:.1f})")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=20,
+                        help="start-up runs and attach+detach rounds per side (20)")
+    parser.add_argument("--importtime", action="store_true",
+                        help="also list the slowest imports of one CLI attach and detach")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    if os.geteuid() != 0:
+        print("cli_startup: run it as root (prefix sudo if you are not root): tgtd and "
+              "qemu:///system need it", file=sys.stderr)
+        return 2
+    if not Path(TgtdIPC().socket_path).exists():
+        print("cli_startup: tgtd is not running; start the stack first: tools/stack start",
+              file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
+    bench = Bench(args.runs)
+    failed = None
+    summary, imports, problems = None, [], []
+    try:
+        bench.set_up()
+        startup = bench.startup()
+        rounds = bench.rounds()
+        if args.importtime:
+            imports = bench.importtime(15)
+        summary = summarise(startup, rounds)
+        summary.update(runs=args.runs, machine=platform.node(),
+                       cpus=len(os.sched_getaffinity(0)),
+                       domain_type=bench.host.guest_domain_type(),
+                       hvplug=" ".join(bench.cli))
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - tear down, then say
+        failed = exc
+    finally:
+        with contextlib.suppress(KeyboardInterrupt):
+            problems = bench.tear_down()
+    for problem in problems:
+        print(f"cli_startup: cleanup: {problem}", file=sys.stderr)
+    if failed is not None:
+        what = (f"interrupted ({failed})" if isinstance(failed, KeyboardInterrupt)
+                else f"{type(failed).__name__}: {failed}")
+        print(f"cli_startup: FAILED: {what}; everything it created was removed"
+              + (" except what is named above" if problems else ""), file=sys.stderr)
+        return 1
+    if args.json:
+        summary["slowest_imports"] = imports
+        print(json.dumps(summary, indent=2))
+    else:
+        report(summary, args.runs, imports)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
