@@ -13,7 +13,8 @@ Steps (each printed with its time):
   6. `hvplug detach`
   7. clean up everything, even when a step failed
 
-Run it through `sudo tools/run-demo`, which installs and starts what it needs.
+Run it as root through `tools/run-demo` (prefix sudo if you are not root), which
+installs and starts what it needs.
 Exit codes: 0 the demo passed, 1 a step failed.
 """
 
@@ -204,7 +205,8 @@ def main() -> int:
                         help="disk bus (scsi: unplugs without a guest OS)")
     args = parser.parse_args()
     if os.geteuid() != 0:
-        print("demo: run as root (sudo tools/run-demo): tgtd and qemu:///system need it",
+        print("demo: run it as root (tools/run-demo; prefix sudo if you are not root): tgtd "
+              "and qemu:///system need it",
               file=sys.stderr)
         return 2
     return Demo(args.size_mib, args.bus).run()
