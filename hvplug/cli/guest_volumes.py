@@ -10,8 +10,7 @@ import argparse
 import sys
 
 from hvplug import exception
-from hvplug.virt import attach, bulk, inspect
-from hvplug.virt.guest_disks import BUS_PREFIXES
+from hvplug.conf.choices import DISK_BUSES
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +18,7 @@ def _json_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _disk_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bus", choices=sorted(BUS_PREFIXES),
+    parser.add_argument("--bus", choices=sorted(DISK_BUSES),
                         help="disk bus (default: [libvirt] disk_bus)")
     parser.add_argument("--dev", metavar="NAME",
                         help="target device name, e.g. sdb (default: the first free one)")
@@ -75,6 +74,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_render(args, ctx) -> int:
+    from hvplug.virt import attach
     info = ctx.read_connection_info(args.connection_info)
     driver, disk_xml, secret_xml = attach.render_volume(
         ctx.registry, info, bus=args.bus, dev=args.dev)
@@ -123,6 +123,7 @@ def _bulk_output(ctx, domain: str, outcomes, describe) -> int:
 
 
 def cmd_attach(args, ctx) -> int:
+    from hvplug.virt import attach, bulk
     infos = _read_infos(args, ctx)
     if len(infos) > 1:
         if args.dev:
@@ -140,6 +141,7 @@ def cmd_attach(args, ctx) -> int:
 
 
 def cmd_detach(args, ctx) -> int:
+    from hvplug.virt import attach, bulk
     infos, devs = _read_infos(args, ctx), args.dev or []
     if len(infos) + len(devs) > 1:
         outcomes = bulk.detach_volumes(ctx.host, ctx.registry, args.domain, infos, devs)
@@ -161,6 +163,7 @@ def _table(rows: list[dict], columns: list[str]) -> str:
 
 
 def cmd_list(args, ctx) -> int:
+    from hvplug.virt import inspect
     rows = inspect.volume_rows(ctx.host, args.domain)
     text = (_table(rows, ["dev", "layer", "bus", "protocol", "source", "portal", "secret_uuid"])
             if rows else f"Domain '{args.domain}' has no network or block volumes.")
@@ -169,6 +172,7 @@ def cmd_list(args, ctx) -> int:
 
 
 def cmd_verify(args, ctx) -> int:
+    from hvplug.virt import inspect
     results = inspect.verify_volumes(ctx.host, args.domain)
     ok = all(r["ok"] for r in results)
     lines = [f"{r['dev']}{'' if r['layer'] == 'source' else ' (' + r['layer'] + ')'}: "

@@ -32,7 +32,6 @@ import sys
 
 from hvplug import exception
 from hvplug.initiator.hardware import TRANSPORTS
-from hvplug.initiator.iface import IfaceManager
 
 
 def _common(parser: argparse.ArgumentParser, dry_run: bool = False) -> None:
@@ -88,11 +87,13 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     generate.set_defaults(func=cmd_generate)
 
 
-def _manager(args) -> IfaceManager:
+def _manager(args) -> "IfaceManager":  # noqa: F821 - imported when run
+    from hvplug.initiator.iface import IfaceManager
+
     return IfaceManager(sysfs_root=args.sysfs_root, dry_run=getattr(args, "dry_run", False))
 
 
-def _commands(manager: IfaceManager) -> list[str]:
+def _commands(manager) -> list[str]:
     return [shlex.join(cmd) for cmd in manager.writes]
 
 

@@ -8,8 +8,6 @@ import json
 import logging
 import sys
 
-from oslo_config import cfg
-
 from hvplug import exception
 from hvplug.cli import (
     guest_volumes,
@@ -19,8 +17,6 @@ from hvplug.cli import (
     volume_commands,
 )
 from hvplug.cli.context import Context
-from hvplug.conf import CONF
-from hvplug.conf.opts import list_opts
 from hvplug.utils import inputs, interrupts
 
 COMMAND_GROUPS = (guest_volumes, reconcile_command, target_commands, iface_commands,
@@ -80,6 +76,11 @@ def load_config(config_files: list[str] | None) -> None:
     ``hvplug.conf.d`` directories); without it, oslo.config's usual search
     for ``hvplug.conf`` (e.g. ``/etc/hvplug/hvplug.conf``) applies.
     """
+    from oslo_config import cfg
+
+    from hvplug.conf import CONF
+    from hvplug.conf.opts import list_opts
+
     dirs = [] if config_files else None
     try:
         CONF(args=[], project="hvplug", prog="hvplug",

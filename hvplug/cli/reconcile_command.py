@@ -15,7 +15,6 @@ import argparse
 import sys
 
 from hvplug import exception
-from hvplug.virt import reconcile
 
 
 def register(commands, common: argparse.ArgumentParser) -> None:
@@ -44,6 +43,8 @@ def _line(finding) -> str:
 
 
 def cmd_reconcile(args, ctx) -> int:
+    from hvplug.virt import reconcile
+
     paths = args.connection_info or []
     if paths.count("-") > 1:
         raise exception.InvalidInput(reason="only one --connection-info can be - (stdin)")

@@ -21,11 +21,7 @@ import stat
 import sys
 
 from hvplug import exception
-from hvplug.conf import CONF
-from hvplug.conf.target import HELPERS
-from hvplug.target import registry
-from hvplug.target.base import backing_roots, check_initiator
-from hvplug.target.export import ExportStore, check_volume_id
+from hvplug.conf.choices import TARGET_HELPERS as HELPERS
 
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -88,12 +84,17 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _store() -> ExportStore:
+def _store() -> "ExportStore":  # noqa: F821 - imported when run
+    from hvplug.conf import CONF
+    from hvplug.target.export import ExportStore
     return ExportStore(CONF.target.exports_dir)
 
 
 def _target_for(volume_id: str):
     """The helper that made the recorded export of ``volume_id``."""
+    from hvplug.conf import CONF
+    from hvplug.target import registry
+    from hvplug.target.export import check_volume_id
     export = _store().load(check_volume_id(volume_id))
     if export is None:
         raise exception.ExportNotFound(volume_id=volume_id)
@@ -236,6 +237,11 @@ def _device_size(path: str) -> int:
 
 
 def cmd_create_export(args, ctx) -> int:
+    from hvplug.conf import CONF
+    from hvplug.target import registry
+    from hvplug.target.base import backing_roots, check_initiator
+    from hvplug.target.export import check_volume_id
+
     # Every argument first: nothing exists yet when one is refused.
     check_volume_id(args.volume_id)
     size = parse_size(args.size) if args.size is not None else None
@@ -289,6 +295,9 @@ def _finish(problems: list[str], total: int, done: int, action: str, command: st
 
 
 def cmd_ensure_exports(args, ctx) -> int:
+    from hvplug.conf import CONF
+    from hvplug.target import registry
+
     good, bad = _store().scan()
     problems = [b.message for b in bad]
     failed_rows, restored = [], []
@@ -333,6 +342,8 @@ def cmd_list(args, ctx) -> int:
 
 
 def cmd_show(args, ctx) -> int:
+    from hvplug.target.export import check_volume_id
+
     export = _store().load(check_volume_id(args.volume_id))
     if export is None:
         raise exception.ExportNotFound(volume_id=args.volume_id)

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 from hvplug import exception
-from hvplug.conf import backends
 
 
 def _size(value: str) -> int:
@@ -76,6 +75,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 
 
 def _driver(args, ctx):
+    from hvplug.conf import backends
+
     driver = backends.load_driver(args.backend)
     ctx.secrets.append(driver.conf.san_password or "")
     return driver

@@ -7,6 +7,8 @@ section with these options.
 
 from oslo_config import cfg
 
+from hvplug.conf.choices import TARGET_HELPERS
+
 target_group = cfg.OptGroup(
     "target",
     title="iSCSI target options",
@@ -14,7 +16,7 @@ target_group = cfg.OptGroup(
     "connection_info it hands out.",
 )
 
-HELPERS = ["tgtadm", "lioadm", "ietadm", "chiscsi", "iscsictl", "iseradm"]
+HELPERS = TARGET_HELPERS
 
 target_opts = [
     cfg.StrOpt(
