@@ -56,7 +56,13 @@ def _inside(path: str, root: str) -> bool:
 
 
 def backing_roots(conf) -> list[str]:
-    """``[target] backing_roots``, each resolved (symlinks followed)."""
+    """``[target] backing_roots``, each resolved (symlinks followed); a
+    relative entry would depend on the working directory, so it is refused."""
+    relative = [root for root in conf.backing_roots if root and not os.path.isabs(root)]
+    if relative:
+        raise exception.ConfigFileError(
+            reason=f"[target] backing_roots: {relative[0]!r} is not an absolute path; "
+            "give each root as /absolute/dir")
     return [os.path.realpath(root) for root in conf.backing_roots if root]
 
 

@@ -110,8 +110,11 @@ def chap_credentials(data: dict) -> tuple[str, str] | None:
 def initiator_name() -> str:
     """This host's initiator IQN: the option, else open-iscsi's file."""
     if CONF.libvirt.iscsi_initiator_name:
-        return connection_schema.iqn(CONF.libvirt.iscsi_initiator_name,
-                                     "[libvirt] iscsi_initiator_name")
+        try:
+            return connection_schema.iqn(CONF.libvirt.iscsi_initiator_name,
+                                         "[libvirt] iscsi_initiator_name")
+        except exception.InvalidInput as exc:
+            raise exception.ConfigFileError(reason=exc.kwargs["reason"]) from None
     path = Path(CONF.libvirt.iscsi_initiator_file)
     try:
         lines = path.read_bytes().decode("utf-8", "replace").splitlines()

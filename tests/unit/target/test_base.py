@@ -268,6 +268,12 @@ def test_relative_empty_and_missing_paths_are_refused(refused, root):
     refused(str(root / "missing.img"), "does not exist")
 
 
+def test_a_relative_backing_root_is_a_configuration_error(config_fixture):
+    config_fixture.config(group="target", backing_roots=["/dev", "relative/dir"])
+    with pytest.raises(exception.ConfigFileError, match="'relative/dir' is not an absolute"):
+        base.backing_roots(CONF.target)
+
+
 def test_the_root_itself_and_the_parent_of_a_root_are_refused(refused, root):
     refused(str(root), "is a directory")
     refused(str(root / ".." / "exports"), "outside every backing root")

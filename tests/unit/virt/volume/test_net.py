@@ -46,7 +46,17 @@ def test_initiator_name_from_file(tmp_path, config_fixture):
     assert net.initiator_name() == "iqn.2000-01.com.example:h"
 
 
-@pytest.mark.parametrize("content", [None, "# nothing here\n", "InitiatorName=\n"])
+@pytest.mark.parametrize("name", ["bad name", "volume-1", "iqn.a\x1bb"])
+def test_a_malformed_initiator_name_option_is_a_configuration_error(config_fixture, name):
+    config_fixture.config(group="libvirt", iscsi_initiator_name=name)
+    with pytest.raises(exception.ConfigFileError) as err:
+        net.initiator_name()
+    assert "[libvirt] iscsi_initiator_name" in err.value.message
+    assert err.value.exit_code == exception.EXIT_BAD_INPUT
+
+
+@pytest.mark.parametrize("content", [None, "# nothing here\n", "InitiatorName=\n",
+                                     "InitiatorName=not an iqn\n"])
 def test_initiator_name_missing(tmp_path, config_fixture, content):
     path = tmp_path / "initiatorname.iscsi"
     if content is not None:
