@@ -24,7 +24,9 @@ checks the outer document with :func:`check_outer`.
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
 
 from hvplug import exception
 from hvplug.utils import inputs, portals
@@ -308,3 +310,191 @@ def check(connection_info: Any, shape: Shape = COMMON) -> dict:
         serial(data["volume_id"], "data.volume_id (the disk's serial, since there is no "
                "serial)")
     return connection_info
+
+
+# -- parsed views ----------------------------------------------------------------
+# What drivers, image copies and the CLI read out of a checked ``data``: one
+# place, below every layer that needs it (doc/architecture.md, "Layers").
+
+class ISCSIData(TypedDict, total=False):
+    """``data`` of an iSCSI ``connection_info`` (``ISCSI``/``ISCSI_NETWORK``)."""
+
+    target_portal: str
+    target_iqn: str
+    target_lun: int
+    target_portals: list[str]
+    target_iqns: list[str]
+    target_luns: list[int]
+    target_discovered: bool
+    auth_method: str
+    auth_username: str
+    auth_password: str
+    auth_username_in: str
+    auth_password_in: str
+    volume_id: str
+    access_mode: str
+    discard: bool
+    multiattach: bool
+    qos_specs: dict[str, Any]
+
+
+class FibreChannelData(TypedDict, total=False):
+    """``data`` of a Fibre Channel ``connection_info`` (``FIBRE_CHANNEL``)."""
+
+    target_wwn: str | list[str]
+    target_wwns: list[str]
+    target_lun: int
+    target_luns: list[int]
+    target_discovered: bool
+    initiator_target_map: dict[str, list[str]]
+    volume_id: str
+    access_mode: str
+    discard: bool
+    multiattach: bool
+    qos_specs: dict[str, Any]
+
+
+class ConnectionInfo(TypedDict, total=False):
+    """The outer document: ``driver_volume_type``, ``data``, ``serial``."""
+
+    driver_volume_type: str
+    data: dict[str, Any]
+    serial: str
+    multiattach: bool
+
+
+def require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...] = str) -> Any:
+    """``data[key]``, or InvalidConnectionInfo naming the missing or wrong key."""
+    if key not in data or data[key] in (None, ""):
+        raise _ERROR(reason=f"data.{key} is missing")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise _ERROR(reason=f"data.{key} must be {names}, not {type(value).__name__}")
+    return value
+
+
+@dataclass(frozen=True)
+class ISCSITarget:
+    """One way to reach an iSCSI volume: portal, target IQN and LUN."""
+
+    host: str
+    port: int
+    iqn: str
+    lun: int
+
+    @property
+    def portal(self) -> str:
+        return portals.format_portal(self.host, self.port)
+
+    @property
+    def source_name(self) -> str:
+        return f"{self.iqn}/{self.lun}"
+
+
+def iscsi_targets(data: Mapping[str, Any]) -> list[ISCSITarget]:
+    """Every (portal, iqn, lun) ``data`` offers, the primary first, each once.
+
+    ``target_portals`` pairs index by index with ``target_iqns`` and
+    ``target_luns`` (Cinder's multipath keys); where those are absent the
+    primary IQN and LUN apply to every portal.  Linear in the number of
+    portals.
+    """
+    first_iqn = iqn(require(data, "target_iqn"), "data.target_iqn")
+    first_lun = lun(require(data, "target_lun", (int, str)), "data.target_lun")
+    primary = ISCSITarget(*portal(require(data, "target_portal"), "data.target_portal"),
+                          first_iqn, first_lun)
+    extra = data.get("target_portals") or []
+    if not isinstance(extra, list):
+        raise _ERROR(reason="data.target_portals must be a list")
+    iqns = data.get("target_iqns") or [first_iqn] * len(extra)
+    luns = data.get("target_luns") or [first_lun] * len(extra)
+    if not (isinstance(iqns, list) and isinstance(luns, list)
+            and len(iqns) == len(luns) == len(extra)):
+        raise _ERROR(
+            reason="data.target_portals, target_iqns and target_luns must be lists of "
+            f"one length (got {_length(extra)}, {_length(iqns)} and {_length(luns)})")
+    targets: dict[ISCSITarget, None] = {primary: None}
+    for index, (each_portal, each_iqn, each_lun) in enumerate(zip(extra, iqns, luns,
+                                                                  strict=True)):
+        target = ISCSITarget(
+            *portal(each_portal, f"data.target_portals[{index}]"),
+            iqn(each_iqn, f"data.target_iqns[{index}]"),
+            lun(each_lun, f"data.target_luns[{index}]"))
+        targets.setdefault(target, None)
+    return list(targets)
+
+
+def _length(value: Any) -> str:
+    return str(len(value)) if isinstance(value, list) else inputs.type_name(value)
+
+
+def chap_credentials(data: Mapping[str, Any]) -> tuple[str, str] | None:
+    """``(username, password)`` for CHAP, None without auth; checked."""
+    method = data.get("auth_method")
+    if not method or str(method).lower() == "none":
+        return None
+    if str(method).upper() != "CHAP":
+        raise _ERROR(
+            reason=f"data.auth_method {inputs.shown(method)} is not supported (use CHAP or "
+            "leave it out)")
+    return require(data, "auth_username"), require(data, "auth_password")
+
+
+def initiator_name(configured: str | None = None, initiator_file: str | None = None) -> str:
+    """This host's initiator IQN: ``configured``, else open-iscsi's file.
+
+    Both default to ``[libvirt] iscsi_initiator_name`` and
+    ``iscsi_initiator_file``.
+    """
+    if configured is None or initiator_file is None:
+        from hvplug.conf import CONF  # the options only; no layer above
+
+        configured = CONF.libvirt.iscsi_initiator_name if configured is None else configured
+        initiator_file = initiator_file or CONF.libvirt.iscsi_initiator_file
+    if configured:
+        try:
+            return iqn(configured, "[libvirt] iscsi_initiator_name")
+        except exception.InvalidInput as exc:
+            raise exception.ConfigFileError(reason=exc.kwargs["reason"]) from None
+    path = Path(initiator_file or "")
+    try:
+        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+    except OSError as exc:
+        raise exception.InitiatorNameNotFound(path=path, reason=exc.strerror) from None
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        if key.strip() == "InitiatorName" and value.strip():
+            try:
+                return iqn(value.strip(), "InitiatorName")
+            except exception.InvalidInput as exc:
+                raise exception.InitiatorNameNotFound(
+                    path=path, reason=exc.kwargs["reason"]) from None
+    raise exception.InitiatorNameNotFound(path=path, reason="no InitiatorName= line")
+
+
+FcLun = tuple[str, int]  # (target port WWN, lower case without 0x; LUN)
+_FC_WWN = re.compile(r"^(?:0x)?([0-9a-fA-F]{16})$")
+
+
+def _fc_wwn(value: Any) -> str:
+    match = _FC_WWN.match(value) if isinstance(value, str) else None
+    if not match:
+        raise _ERROR(reason=f"{value!r} is not a 16-hex-digit Fibre Channel WWN")
+    return match[1].lower()
+
+
+def fc_luns(data: Mapping[str, Any]) -> list[FcLun]:
+    """The (target WWN, LUN) paths ``data`` names, as os-brick pairs them."""
+    given = data.get("target_wwns") or require(data, "target_wwn", (str, list))
+    wwns = [_fc_wwn(w) for w in ([given] if isinstance(given, str) else given)]
+    if not wwns:
+        raise _ERROR(reason="data.target_wwn is empty")
+    luns = data.get("target_luns") or [require(data, "target_lun", int)]
+    if any(not isinstance(each, int) or isinstance(each, bool) for each in luns):
+        raise _ERROR(reason="data.target_luns must be integers")
+    if len(luns) == 1:
+        luns = luns * len(wwns)
+    if len(luns) != len(wwns):
+        raise _ERROR(reason=f"{len(wwns)} target WWNs but {len(luns)} LUNs")
+    return list(zip(wwns, luns, strict=True))

@@ -105,7 +105,7 @@ def connector(args, driver) -> dict:
         raise exception.InvalidInput(
             reason=f"backend {args.backend} speaks iSCSI; give --initiator, not --wwpn")
     if not args.initiator:
-        from hvplug.virt.volume.net import initiator_name
+        from hvplug.connection_schema import initiator_name
         return {**result, "initiator": initiator_name()}
     return {**result, "initiator": args.initiator}
 

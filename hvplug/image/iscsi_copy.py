@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from hvplug import exception
+from hvplug.connection_schema import chap_credentials, initiator_name, iscsi_targets
 from hvplug.utils import executor
-from hvplug.virt.volume.net import chap_credentials, initiator_name, iscsi_targets
 
 LOG = logging.getLogger(__name__)
 

@@ -13,10 +13,9 @@ what it chose in ``connection_info["data"]`` for ``get_config``;
 ``disconnect_volume`` undoes it.
 """
 
-from typing import Any
-
 from hvplug import connection_schema, exception
 from hvplug.conf import CONF
+from hvplug.connection_schema import require  # noqa: F401 - drivers import it from here
 from hvplug.utils import executor
 from hvplug.virt import config
 
@@ -137,14 +136,3 @@ class LibvirtBaseBlockVolumeDriver(LibvirtBaseVolumeDriver):
             conf.driver_io = "native"
         return conf
 
-
-def require(data: dict, key: str, kind: type | tuple = str) -> Any:
-    """``data[key]``, or InvalidConnectionInfo naming the missing or wrong key."""
-    if key not in data or data[key] in (None, ""):
-        raise exception.InvalidConnectionInfo(reason=f"data.{key} is missing")
-    value = data[key]
-    if not isinstance(value, kind) or isinstance(value, bool):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise exception.InvalidConnectionInfo(
-            reason=f"data.{key} must be {names}, not {type(value).__name__}")
-    return value

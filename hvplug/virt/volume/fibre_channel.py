@@ -31,51 +31,24 @@ from pathlib import Path
 
 from hvplug import connection_schema, exception
 from hvplug.conf import CONF
+from hvplug.connection_schema import FcLun, fc_luns
 from hvplug.initiator.devices import Devices, attached_luns
 from hvplug.utils import fileutils
 from hvplug.virt import config
-from hvplug.virt.volume.base import LibvirtBaseBlockVolumeDriver, require
+from hvplug.virt.volume.base import LibvirtBaseBlockVolumeDriver
 
 LOG = logging.getLogger(__name__)
 
 # Where os-brick's file locks go when [oslo_concurrency] lock_path is unset.
 LOCK_DIR = "/var/lib/hvplug/locks"
-_WWN = re.compile(r"^(?:0x)?([0-9a-fA-F]{16})$")
 # udev's path_id for FC: [platform-...-]pci-<hba>-fc-0x<wwpn>-lun-<lun>
 _BY_PATH = re.compile(r"-fc-0x(?P<wwn>[0-9a-fA-F]{16})-lun-(?P<lun>\d+)$")
-
-FcLun = tuple[str, int]  # (target port WWN, lower case without 0x; LUN)
 
 
 # -- connection_info -------------------------------------------------------------
 
-def _wwn(value) -> str:
-    match = _WWN.match(value) if isinstance(value, str) else None
-    if not match:
-        raise exception.InvalidConnectionInfo(
-            reason=f"{value!r} is not a 16-hex-digit Fibre Channel WWN")
-    return match[1].lower()
-
-
 def _no_0x(wwn: str) -> str:
     return wwn[2:] if wwn[:2].lower() == "0x" else wwn
-
-
-def fc_luns(data: dict) -> list[FcLun]:
-    """The (target WWN, LUN) paths ``data`` names, as os-brick pairs them."""
-    wwns = data.get("target_wwns") or require(data, "target_wwn", (str, list))
-    wwns = [_wwn(w) for w in ([wwns] if isinstance(wwns, str) else wwns)]
-    if not wwns:
-        raise exception.InvalidConnectionInfo(reason="data.target_wwn is empty")
-    luns = data.get("target_luns") or [require(data, "target_lun", int)]
-    if any(not isinstance(lun, int) or isinstance(lun, bool) for lun in luns):
-        raise exception.InvalidConnectionInfo(reason="data.target_luns must be integers")
-    if len(luns) == 1:
-        luns = luns * len(wwns)
-    if len(luns) != len(wwns):
-        raise exception.InvalidConnectionInfo(
-            reason=f"{len(wwns)} target WWNs but {len(luns)} LUNs")
-    return list(zip(wwns, luns, strict=True))
 
 
 def parse_by_path(name: str) -> FcLun | None:

@@ -19,15 +19,20 @@ Example ``connection_info``::
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from hvplug import connection_schema, exception
 from hvplug.conf import CONF
-from hvplug.utils import inputs, locks, portals
+from hvplug.connection_schema import (
+    ISCSITarget,
+    chap_credentials,
+    initiator_name,
+    iscsi_targets,
+)
+from hvplug.utils import locks, portals
 from hvplug.virt import config, secrets
 from hvplug.virt.secrets import attribute_text as xmlutil_escape
-from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, require
+from hvplug.virt.volume.base import LibvirtBaseVolumeDriver
 
 LOG = logging.getLogger(__name__)
 
@@ -38,97 +43,6 @@ _LOGIN_STATUS_AUTHORIZATION = "Authorization failure"
 # tgtd answers an initiator its ACL refuses with "Target not found" (0x0203),
 # as RFC 3720 allows for hidden targets, not with "Authorization failure".
 _LOGIN_STATUS_TARGET_NOT_FOUND = "Target not found"
-
-
-@dataclass(frozen=True)
-class ISCSITarget:
-    """One way to reach the volume: portal, target IQN and LUN."""
-
-    host: str
-    port: int
-    iqn: str
-    lun: int
-
-    @property
-    def portal(self) -> str:
-        return portals.format_portal(self.host, self.port)
-
-    @property
-    def source_name(self) -> str:
-        return f"{self.iqn}/{self.lun}"
-
-
-def iscsi_targets(data: dict) -> list[ISCSITarget]:
-    """Every (portal, iqn, lun) ``data`` offers, the primary first, each once.
-
-    ``target_portals`` pairs index by index with ``target_iqns`` and
-    ``target_luns`` (Cinder's multipath keys); where those are absent the
-    primary IQN and LUN apply to every portal.  Linear in the number of
-    portals.
-    """
-    iqn = connection_schema.iqn(require(data, "target_iqn"), "data.target_iqn")
-    lun = connection_schema.lun(require(data, "target_lun", (int, str)), "data.target_lun")
-    primary = ISCSITarget(*connection_schema.portal(require(data, "target_portal"),
-                                                    "data.target_portal"), iqn, lun)
-    extra = data.get("target_portals") or []
-    if not isinstance(extra, list):
-        raise exception.InvalidConnectionInfo(reason="data.target_portals must be a list")
-    iqns = data.get("target_iqns") or [iqn] * len(extra)
-    luns = data.get("target_luns") or [lun] * len(extra)
-    if not (isinstance(iqns, list) and isinstance(luns, list)
-            and len(iqns) == len(luns) == len(extra)):
-        raise exception.InvalidConnectionInfo(
-            reason="data.target_portals, target_iqns and target_luns must be lists of "
-            f"one length (got {_length(extra)}, {_length(iqns)} and {_length(luns)})")
-    targets = {primary: None}
-    for index, (each_portal, each_iqn, each_lun) in enumerate(zip(extra, iqns, luns,
-                                                                  strict=True)):
-        target = ISCSITarget(
-            *connection_schema.portal(each_portal, f"data.target_portals[{index}]"),
-            connection_schema.iqn(each_iqn, f"data.target_iqns[{index}]"),
-            connection_schema.lun(each_lun, f"data.target_luns[{index}]"))
-        targets.setdefault(target, None)
-    return list(targets)
-
-
-def _length(value) -> str:
-    return str(len(value)) if isinstance(value, list) else inputs.type_name(value)
-
-
-def chap_credentials(data: dict) -> tuple[str, str] | None:
-    """``(username, password)`` for CHAP, None without auth; checked."""
-    method = data.get("auth_method")
-    if not method or str(method).lower() == "none":
-        return None
-    if str(method).upper() != "CHAP":
-        raise exception.InvalidConnectionInfo(
-            reason=f"data.auth_method {inputs.shown(method)} is not supported (use CHAP or "
-            "leave it out)")
-    return require(data, "auth_username"), require(data, "auth_password")
-
-
-def initiator_name() -> str:
-    """This host's initiator IQN: the option, else open-iscsi's file."""
-    if CONF.libvirt.iscsi_initiator_name:
-        try:
-            return connection_schema.iqn(CONF.libvirt.iscsi_initiator_name,
-                                         "[libvirt] iscsi_initiator_name")
-        except exception.InvalidInput as exc:
-            raise exception.ConfigFileError(reason=exc.kwargs["reason"]) from None
-    path = Path(CONF.libvirt.iscsi_initiator_file)
-    try:
-        lines = path.read_bytes().decode("utf-8", "replace").splitlines()
-    except OSError as exc:
-        raise exception.InitiatorNameNotFound(path=path, reason=exc.strerror) from None
-    for line in lines:
-        key, _, value = line.strip().partition("=")
-        if key.strip() == "InitiatorName" and value.strip():
-            try:
-                return connection_schema.iqn(value.strip(), "InitiatorName")
-            except exception.InvalidInput as exc:
-                raise exception.InitiatorNameNotFound(
-                    path=path, reason=exc.kwargs["reason"]) from None
-    raise exception.InitiatorNameNotFound(path=path, reason="no InitiatorName= line")
 
 
 class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
