@@ -193,7 +193,7 @@ class Target(abc.ABC):
         """Revoke what ``initialize_connection`` granted ``connector``."""
 
 
-class ISCSITarget(Target):
+class ISCSITargetHelper(Target):
     """The shared iSCSI flow; subclasses implement the ``_target_*`` hooks."""
 
     helper_name = ""

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from hvplug import exception, templates
-from hvplug.target.base import ISCSITarget, check_config_values
+from hvplug.target.base import ISCSITargetHelper, check_config_values
 from hvplug.target.export import Export
 from hvplug.utils import fileutils
 from hvplug.utils.masking import redact
@@ -48,7 +48,7 @@ def parse_target_ids(text: str) -> dict[str, int]:
     return {m[1].lower(): int(m[2]) for m in _TARGET_LINE.finditer(text)}
 
 
-class ChiscsiAdm(ISCSITarget):
+class ChiscsiAdm(ISCSITargetHelper):
     """Exports through chiscsi: a target file per volume, started by iscsictl."""
 
     helper_name = "chiscsi"

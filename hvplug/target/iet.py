@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from hvplug import exception
-from hvplug.target.base import ISCSITarget, check_config_values
+from hvplug.target.base import ISCSITargetHelper, check_config_values
 from hvplug.target.export import Export
 from hvplug.utils import fileutils
 from hvplug.utils.masking import redact
@@ -139,7 +139,7 @@ def set_block(text: str, iqn: str, block: str | None) -> str:
     return "".join(lines)
 
 
-class IetAdm(ISCSITarget):
+class IetAdm(ISCSITargetHelper):
     """Exports through IET: ``ietadm`` for the live target, ``iet_conf`` for restarts."""
 
     helper_name = "ietadm"

@@ -21,7 +21,7 @@ import stat
 from pathlib import Path
 
 from hvplug import exception
-from hvplug.target.base import ISCSITarget
+from hvplug.target.base import ISCSITargetHelper
 from hvplug.target.export import Export
 from hvplug.utils import fileutils, masking, portals
 
@@ -46,7 +46,7 @@ def _rtslib():
     return rtslib_fb
 
 
-class LioAdm(ISCSITarget):
+class LioAdm(ISCSITargetHelper):
     """Export volumes with LIO; ``initialize_connection`` gives e.g.::
 
         {"driver_volume_type": "iscsi",

@@ -7,7 +7,7 @@ loaded on a host that runs tgt.
 import logging
 
 from hvplug import exception
-from hvplug.target.base import ISCSITarget
+from hvplug.target.base import ISCSITargetHelper
 from hvplug.utils.importutils import ImportClassError, import_class
 
 LOG = logging.getLogger(__name__)
@@ -22,14 +22,14 @@ HELPER_CLASSES = {
 }
 
 
-def helper_class(name: str) -> type[ISCSITarget]:
+def helper_class(name: str) -> type[ISCSITargetHelper]:
     try:
-        return import_class(HELPER_CLASSES[name], ISCSITarget)
+        return import_class(HELPER_CLASSES[name], ISCSITargetHelper)
     except ImportClassError as exc:
         raise exception.InvalidInput(reason=f"[target] iscsi_helper = {name}: {exc.reason}") from None
 
 
-def target_from_conf(conf, helper: str | None = None, execute=None) -> ISCSITarget:
+def target_from_conf(conf, helper: str | None = None, execute=None) -> ISCSITargetHelper:
     """The helper named by ``helper`` or ``conf.iscsi_helper``, ready to use."""
     name = helper or conf.iscsi_helper
     if name == "iseradm":

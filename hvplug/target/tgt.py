@@ -35,7 +35,7 @@ from pathlib import Path
 
 from hvplug import exception, templates
 from hvplug.target import tgtd_ipc
-from hvplug.target.base import ISCSITarget, check_config_values
+from hvplug.target.base import ISCSITargetHelper, check_config_values
 from hvplug.target.export import Export
 from hvplug.target.tgtd_ipc import (
     Err,
@@ -65,7 +65,7 @@ _UNSAFE = re.compile(r"[\s\"'#<>,\\\x00-\x1f\x7f]")
 _NEXT_TID: dict[str, int] = {}  # socket path -> tid to try first
 
 
-class TgtAdm(ISCSITarget):
+class TgtAdm(ISCSITargetHelper):
     """Export volumes with tgtd.
 
     ``initialize_connection`` returns, for example::
@@ -127,7 +127,7 @@ class TgtAdm(ISCSITarget):
         fileutils.private_dir(self.volumes_dir)
         return fileutils.locked(self.volumes_dir / ".lock")
 
-    # -- the hooks of ISCSITarget --------------------------------------------
+    # -- the hooks of ISCSITargetHelper --------------------------------------
     def _check_values(self, export: Export) -> None:
         check_stanza_values(export)
 

@@ -1,12 +1,12 @@
 """A target helper whose 'daemon' is a dict, for tests of the shared flow."""
 
 from hvplug import exception
-from hvplug.target.base import ISCSITarget
+from hvplug.target.base import ISCSITargetHelper
 
 DAEMON: dict[str, dict] = {}  # iqn -> {"tid", "path", "user", "acl"}
 
 
-class FakeHelper(ISCSITarget):
+class FakeHelper(ISCSITargetHelper):
     helper_name = "tgtadm"
     supports_iser = True
     fail_create = False

@@ -35,7 +35,7 @@ def chap(monkeypatch):
 def any_backing_path(monkeypatch):
     """The paths here (/srv/..., /dev/vg0/...) are the ones chiscsi would see and
     do not exist on this host: the backing-path rule is tested in test_base.py."""
-    monkeypatch.setattr(base.ISCSITarget, "check_backing",
+    monkeypatch.setattr(base.ISCSITargetHelper, "check_backing",
                         lambda self, path, may_be_missing=False: path)
 
 
