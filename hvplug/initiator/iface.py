@@ -8,10 +8,11 @@ is named ``<transport>.<hwaddress>``::
     name = manager.ensure_iface("cxgb4i", "00:07:43:28:b2:58")   # 'cxgb4i.00:07:43:28:b2:58'
     manager.unusable_reason(name)          # None, or why sessions cannot use it now
 
-Every iscsiadm call goes through the injected ``execute`` with a bounded
-``timeout``.  With ``dry_run=True`` the commands that write records are
-collected in ``writes`` instead of being run; the reads the plan depends on
-(``iscsiadm -m iface``, ``-o show``) still run.  Mind that iscsiadm itself,
+Every iscsiadm call goes through hvplug.initiator.iscsiadm.Iscsiadm, with
+the injected ``execute`` and a bounded ``timeout``.  With ``dry_run=True``
+the commands that write records are collected in ``writes`` instead of
+being run; the reads the plan depends on (``iscsiadm -m iface``, ``-o
+show``) still run.  Mind that iscsiadm itself,
 on every ``-m iface`` call, writes the default records of offload hosts it
 finds (open-iscsi's ``iface_setup_host_bindings``): that is iscsiadm's doing
 and happens with or without hvplug.
@@ -31,7 +32,7 @@ from hvplug.initiator.hardware import (
     TRANSPORTS,
     Hardware,
 )
-from hvplug.utils import executor
+from hvplug.initiator.iscsiadm import Iscsiadm
 
 DEFAULT_IFACE = "default"
 SPECIAL_IFACES = ("default", "iser")  # iscsiadm refuses to modify or delete them
@@ -163,36 +164,27 @@ class IfaceManager:
 
     def __init__(self, execute=None, sysfs_root: str = "/sys", dry_run: bool = False,
                  timeout: float = DEFAULT_TIMEOUT):
-        self._execute = execute
+        # execute=None: the executor's, looked up at each call
+        self.iscsiadm = Iscsiadm(execute, timeout)
         self.hardware = Hardware(sysfs_root)
         self.dry_run = dry_run
-        self.timeout = timeout
         # every command that writes a record, in order: run, or in dry-run only recorded
         self.writes: list[tuple[str, ...]] = []
 
-    # -- the one way to iscsiadm ------------------------------------------
-    def _run_iscsiadm(self, *args: str, mutating: bool,
-                      answers: tuple[int, ...] = ()) -> tuple[int, str]:
-        """Run ``iscsiadm ARGS``; return ``(status, stdout)``.
+    @property
+    def timeout(self) -> float:
+        return self.iscsiadm.timeout
 
-        Status 0 is success; a status in ``answers`` (see ISCSI_ERR_IDBM
-        above for the one hvplug expects) is returned, not raised; any other
-        raises ProcessExecutionError.  A mutating command is recorded in
-        ``writes``; in dry-run it is not run.
+    # -- iscsiadm: reads through Iscsiadm.run, writes through _write_cmd ----
+    def _write_cmd(self, *args: str) -> None:
+        """Run ``iscsiadm ARGS``, a command that writes a record.
+
+        It is recorded in ``writes``; in dry-run it is not run.  A failure
+        raises ProcessExecutionError.
         """
-        cmd = ("iscsiadm", *args)
-        if mutating:
-            self.writes.append(cmd)
-            if self.dry_run:
-                return 0, ""
-        execute = self._execute or executor.execute
-        try:
-            out, _err = execute(*cmd, timeout=self.timeout)
-        except exception.ProcessExecutionError as exc:
-            if exc.kwargs.get("status") in answers:
-                return exc.kwargs["status"], ""
-            raise
-        return 0, out
+        self.writes.append(("iscsiadm", *args))
+        if not self.dry_run:
+            self.iscsiadm.run(*args)
 
     def _iface_op(self, name: str, action: str, *args: str, transport: str | None = None) -> None:
         """A mutating ``-m iface -I NAME`` command; failures become IfaceCommandFailed.
@@ -201,7 +193,7 @@ class IfaceManager:
         module for the command (``-o update`` does; ``-o new``/``-o delete`` do not).
         """
         try:
-            self._run_iscsiadm("-m", "iface", "-I", name, *args, mutating=True)
+            self._write_cmd("-m", "iface", "-I", name, *args)
         except exception.ProcessExecutionError as exc:
             raise exception.IfaceCommandFailed(
                 action=action, name=name, reason=self._explain(exc, transport)) from None
@@ -217,12 +209,12 @@ class IfaceManager:
 
     # -- reading ------------------------------------------------------------
     def list(self) -> list[Iface]:
-        _status, out = self._run_iscsiadm("-m", "iface", mutating=False)
+        _status, out = self.iscsiadm.run("-m", "iface")
         return parse_listing(out)
 
     def show(self, name: str) -> Iface | None:
-        status, out = self._run_iscsiadm("-m", "iface", "-I", check_name(name), "-o", "show",
-                                         mutating=False, answers=(ISCSI_ERR_IDBM,))
+        status, out = self.iscsiadm.run("-m", "iface", "-I", check_name(name), "-o", "show",
+                                        ok=(ISCSI_ERR_IDBM,))
         return None if status == ISCSI_ERR_IDBM else parse_record(name, out)
 
     # -- writing ------------------------------------------------------------
@@ -284,7 +276,7 @@ class IfaceManager:
 
     def _remove_half(self, name: str) -> str:
         try:
-            self._run_iscsiadm("-m", "iface", "-I", name, "-o", "delete", mutating=True)
+            self._write_cmd("-m", "iface", "-I", name, "-o", "delete")
         except exception.ProcessExecutionError as exc:
             return (f"The half-written record could not be removed ({exc.stderr.strip()}); "
                     f"remove it with 'iscsiadm -m iface -I {name} -o delete'.")

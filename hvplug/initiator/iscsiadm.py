@@ -9,7 +9,8 @@ bounded by a timeout, so a stuck offload login cannot hang an attach::
     iscsiadm.node("iqn.2010-10.org.openstack:volume-42", "192.0.2.10:3260",
                   "cxgb4i.00:07:43:28:b2:58", "--login", ok=(SESSION_EXISTS,))
 
-Iface records themselves are hvplug.initiator.iface's business.  CHAP
+Iface records themselves are hvplug.initiator.iface's business (its
+``IfaceManager`` runs ``-m iface`` through :meth:`Iscsiadm.run` too).  CHAP
 secrets never pass through here: ``iscsiadm -o update -n
 node.session.auth.password -v SECRET`` would show the secret to every user
 of ``ps``, so :class:`NodeRecords` writes the auth settings into the node
@@ -23,7 +24,7 @@ import re
 from pathlib import Path
 
 from hvplug import exception
-from hvplug.utils import fileutils, portals
+from hvplug.utils import executor, fileutils, portals
 
 # iscsiadm exit codes (open-iscsi usr/iscsi_err.h) that some commands treat
 # as an answer rather than a failure; each caller says which, and why.
@@ -90,7 +91,10 @@ def parse_discovery(text: str) -> list[tuple[str, str]]:
 
 
 class Iscsiadm:
-    """iscsiadm through an injected ``execute``, each call bounded by ``timeout``."""
+    """iscsiadm through an injected ``execute``, each call bounded by ``timeout``.
+
+    ``execute=None``: hvplug.utils.executor.execute, looked up at each call.
+    """
 
     def __init__(self, execute, timeout: float):
         self.execute = execute
@@ -102,9 +106,10 @@ class Iscsiadm:
 
         A call that outlives the timeout raises ProcessTimeout (the executor's).
         """
+        execute = self.execute or executor.execute
         try:
-            out, _ = self.execute("iscsiadm", *args, check_exit_code=(0,),
-                                  timeout=self.timeout, secrets=secrets)
+            out, _ = execute("iscsiadm", *args, check_exit_code=(0,),
+                             timeout=self.timeout, secrets=secrets)
         except exception.ProcessExecutionError as exc:
             status = exc.kwargs.get("status")
             if status in ok:

@@ -4,6 +4,7 @@ import pytest
 
 from hvplug import exception
 from hvplug.initiator.iface import Iface, IfaceManager, parse_listing, parse_record
+from hvplug.initiator.iscsiadm import Iscsiadm
 from tests.fakeiscsiadm import FakeIscsiadm
 from tests.fakesysfs import FakeSysfs
 
@@ -71,6 +72,21 @@ def test_show_reports_other_failures(manager, fake):
 def test_default_execute_is_resolved_at_call_time(fake_execute):
     IfaceManager().list()
     assert fake_execute.calls == [("iscsiadm", "-m", "iface")]
+
+
+def test_every_command_runs_through_iscsiadm_run(manager, fake, monkeypatch):
+    ran = []
+    real_run = Iscsiadm.run
+
+    def run(self, *args, **kwargs):
+        ran.append(("iscsiadm", *args))
+        return real_run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Iscsiadm, "run", run)
+    manager.create("mine", "tcp", ipaddress="10.1.1.1")
+    assert manager.delete("mine") and not manager.delete("mine")
+    assert ran == fake.calls and len(ran) > 4
+    assert manager.writes == [c for c in fake.calls if c[-1] != "show"]
 
 
 # -- ensure_iface for every transport ------------------------------------------------
