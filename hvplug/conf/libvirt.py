@@ -2,6 +2,8 @@
 
 from oslo_config import cfg
 
+from hvplug.conf.choices import DISK_BUS_LABELS
+
 libvirt_group = cfg.OptGroup(
     "libvirt",
     title="libvirt options",
@@ -45,8 +47,7 @@ libvirt_opts = [
     cfg.StrOpt(
         "disk_bus",
         default="virtio",
-        choices=[("virtio", "virtio-blk"), ("scsi", "virtio-scsi"),
-                 ("sata", "AHCI SATA")],
+        choices=list(DISK_BUS_LABELS.items()),
         help="Bus of attached disks when the command gives none. Hot "
         "unplug of virtio-blk needs a guest OS to acknowledge it; scsi "
         "does not.",

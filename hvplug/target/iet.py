@@ -204,6 +204,8 @@ class IetAdm(ISCSITargetHelper):
             live = self._volumes()
             if found := live.get(export.iqn.casefold()):
                 return found.tid, False
+            # one above the highest live tid, never a gap below it (unlike tgt,
+            # whose tgtd_ipc.first_free_tid fills gaps from its last tid on)
             tid = max((t.tid for t in live.values()), default=0) + 1
             # 234: another process created this name first (found on the next
             # pass); 239: another target took this tid (the next pass picks anew)

@@ -5,6 +5,7 @@ import pytest
 
 from hvplug import exception
 from hvplug.conf import CONF
+from hvplug.conf.choices import TARGET_HELPERS
 from hvplug.target import base, registry
 from hvplug.target.export import ExportStore
 from tests.unit.target import fakehelper
@@ -113,6 +114,10 @@ def test_driver_volume_type_follows_iser(target, config_fixture, vol, options, e
     fresh.create_export("v", vol("v"))
     assert fresh.initialize_connection("v")["driver_volume_type"] == expected
     assert fresh.export("v").iser is (expected == "iser")
+
+
+def test_every_helper_choice_has_a_class_and_no_other():
+    assert sorted(registry.HELPER_CLASSES) == sorted(TARGET_HELPERS)
 
 
 def test_iseradm_means_tgt_with_iser(target, config_fixture, caplog, monkeypatch):
