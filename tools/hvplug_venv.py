@@ -4,7 +4,8 @@ A tool under tools/ that imports hvplug (or its dependencies) calls
 ``hvplug_venv.ensure()`` before those imports.  When they cannot be imported
 with the running interpreter, the tool is started again, with the same
 arguments, by ``${HVPLUG_VENV:-<repo>/.venv}/bin/python``; when that venv
-does not exist either, it exits 2 naming the command that creates it.
+does not exist either, it exits 2 with one line on stderr naming the command
+that creates it.
 
 Only the standard library here: this module runs before any venv is found.
 """
@@ -34,21 +35,20 @@ def _missing(modules: tuple[str, ...]) -> str | None:
 
 def ensure(modules: tuple[str, ...] = ("hvplug", "oslo_config", "libvirt", "lxml")) -> None:
     """Return if ``modules`` import here; else re-exec with the venv, or exit 2."""
+    restarted = os.environ.pop(_MARK, None)  # not passed on to the tool's own children
     missing = _missing(modules)
     if missing is None:
         return
     tool = sys.argv[0]
     python = venv_python()
-    if python.is_file() and os.access(python, os.X_OK) and not os.environ.get(_MARK):
+    if python.is_file() and os.access(python, os.X_OK) and not restarted:
         os.environ[_MARK] = "1"
         os.execv(str(python), [str(python), tool, *sys.argv[1:]])  # noqa: S606 - no shell
     venv = python.parent.parent
-    reason = (f"{python} cannot import it either" if os.environ.get(_MARK)
-              else f"there is no venv at {venv}")
+    reason = f"{python} cannot import it either" if restarted else f"there is no venv at {venv}"
+    # One line: what is missing, and the command that fixes it.
     print(f"{os.path.basename(tool)}: Python module '{missing}' is not importable with "
-          f"{sys.executable}, and {reason}.\n"
-          f"Create the project's venv first: {REPO}/tools/bootstrap --venv-only "
-          f"(as root, {REPO}/tools/bootstrap also installs the Debian packages it "
-          f"builds with; HVPLUG_VENV=DIR puts it elsewhere), then run the tool again, or "
-          f"as {venv}/bin/python {tool}.", file=sys.stderr)
+          f"{sys.executable} and {reason}; create the project's venv with "
+          f"{REPO}/tools/bootstrap --venv-only (HVPLUG_VENV=DIR puts it elsewhere), then "
+          f"run it again, or as {python} {tool}", file=sys.stderr)
     sys.exit(2)

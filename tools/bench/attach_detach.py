@@ -17,6 +17,10 @@ order alternates) so drift in the machine hits both alike.
 Prints medians, p99 and the ratio hvplug/raw, and the median of the login
 probe alone (the probe ``select_target`` runs, on the same target).  Run as root with the stack
 up (``tools/stack start``):  ``.venv/bin/python tools/bench/attach_detach.py``
+
+Any python3 may start it: one that cannot import hvplug re-runs it with the
+project's venv (``$HVPLUG_VENV``, default ``<repo>/.venv``), or says how to
+create that venv (exit 2).
 """
 
 import argparse
@@ -30,14 +34,20 @@ import time
 import uuid
 from pathlib import Path
 
-from hvplug import templates
-from hvplug.conf import CONF
-from hvplug.initiator import login_probe
-from hvplug.target.tgtd_ipc import TgtdIPC
-from hvplug.virt import attach
-from hvplug.virt.host import Host
-from hvplug.virt.volume import net
-from hvplug.virt.volume.registry import VolumeDriverRegistry
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: hvplug_venv
+
+import hvplug_venv
+
+hvplug_venv.ensure()
+
+from hvplug import templates  # noqa: E402 - after the venv is found
+from hvplug.conf import CONF  # noqa: E402
+from hvplug.initiator import login_probe  # noqa: E402
+from hvplug.target.tgtd_ipc import TgtdIPC  # noqa: E402
+from hvplug.virt import attach  # noqa: E402
+from hvplug.virt.host import Host  # noqa: E402
+from hvplug.virt.volume import net  # noqa: E402
+from hvplug.virt.volume.registry import VolumeDriverRegistry  # noqa: E402
 
 BUS, DEV = "scsi", "sda"
 

@@ -14,6 +14,10 @@ untimed, before every run; all three ways end in the page cache, as tgtd's
 write-cache does. Each way runs
 ``--rounds`` times, interleaved; medians are printed with MiB/s and ratios.
 Run as root with the stack up:  ``.venv/bin/python tools/bench/copy_image.py``
+
+Any python3 may start it: one that cannot import hvplug re-runs it with the
+project's venv (``$HVPLUG_VENV``, default ``<repo>/.venv``), or says how to
+create that venv (exit 2).
 """
 
 import argparse
@@ -28,8 +32,14 @@ import time
 import uuid
 from pathlib import Path
 
-from hvplug.image import iscsi_copy
-from hvplug.target.tgtd_ipc import TgtdIPC
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: hvplug_venv
+
+import hvplug_venv
+
+hvplug_venv.ensure()
+
+from hvplug.image import iscsi_copy  # noqa: E402 - after the venv is found
+from hvplug.target.tgtd_ipc import TgtdIPC  # noqa: E402
 
 
 def untuned_copy(image: Path, data: dict) -> None:

@@ -7,6 +7,10 @@ time with its ratio to the linear baseline: N/1,000 times the N=1,000 time.
 A ratio near 1 is linear; near N/1,000 is quadratic.  No host is touched.
 
     .venv/bin/python tools/bench/render_portals.py [--sizes 1000 10000 20000] [--rounds 3]
+
+Any python3 may start it: one that cannot import hvplug re-runs it with the
+project's venv (``$HVPLUG_VENV``, default ``<repo>/.venv``), or says how to
+create that venv (exit 2).
 """
 
 import argparse
@@ -18,10 +22,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.fuzz
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: hvplug_venv
 
-from hvplug.cli import main as cli
-from tests.fuzz.generator import CONFIGS, portals_doc
+import hvplug_venv
+
+hvplug_venv.ensure()
+
+from hvplug.cli import main as cli  # noqa: E402 - after the venv is found
+from tests.fuzz.generator import CONFIGS, portals_doc  # noqa: E402
 
 
 def render_seconds(directory: Path, n: int, rounds: int) -> tuple[float, int]:

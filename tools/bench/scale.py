@@ -22,6 +22,10 @@ with 1 guest.
 Prints ops/s, p50/p99 and the ratios; ``--json`` for the raw numbers.
 Run as root with the stack up (``tools/stack start``):
 ``.venv/bin/python tools/bench/scale.py`` (defaults 50 x 20, P 4).
+
+Any python3 may start it: one that cannot import hvplug re-runs it with the
+project's venv (``$HVPLUG_VENV``, default ``<repo>/.venv``), or says how to
+create that venv (exit 2).
 """
 
 import argparse
@@ -37,11 +41,17 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from hvplug import exception, templates
-from hvplug.target.tgtd_ipc import TgtdIPC
-from hvplug.virt import attach
-from hvplug.virt.host import Host
-from hvplug.virt.volume.registry import VolumeDriverRegistry
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: hvplug_venv
+
+import hvplug_venv
+
+hvplug_venv.ensure()
+
+from hvplug import exception, templates  # noqa: E402 - after the venv is found
+from hvplug.target.tgtd_ipc import TgtdIPC  # noqa: E402
+from hvplug.virt import attach  # noqa: E402
+from hvplug.virt.host import Host  # noqa: E402
+from hvplug.virt.volume.registry import VolumeDriverRegistry  # noqa: E402
 
 BUS = "scsi"
 LETTERS = "abcdefghijklmnopqrstuvwxyz"

@@ -23,6 +23,10 @@ Prints total seconds, per-export milliseconds and the ratio baseline/hvplug,
 and checks that both sides persisted equivalent stanzas (same directives
 and values but the CHAP credentials) and built identical live targets.
 Run as root:  ``.venv/bin/python tools/bench/tgt_exports.py --count 1000``
+
+Any python3 may start it: one that cannot import hvplug re-runs it with the
+project's venv (``$HVPLUG_VENV``, default ``<repo>/.venv``), or says how to
+create that venv (exit 2).
 """
 
 import argparse
@@ -40,10 +44,16 @@ import time
 import uuid
 from pathlib import Path
 
-from hvplug.conf import CONF
-from hvplug.target.base import random_chap
-from hvplug.target.tgt import TgtAdm
-from hvplug.target.tgtd_ipc import TgtdIPC, TgtdIPCError, TgtdUnavailable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: hvplug_venv
+
+import hvplug_venv
+
+hvplug_venv.ensure()
+
+from hvplug.conf import CONF  # noqa: E402 - after the venv is found
+from hvplug.target.base import random_chap  # noqa: E402
+from hvplug.target.tgt import TgtAdm  # noqa: E402
+from hvplug.target.tgtd_ipc import TgtdIPC, TgtdIPCError, TgtdUnavailable  # noqa: E402
 
 PREFIX = "iqn.2010-10.org.openstack:"
 # Cinder's VOLUME_CONF_WITH_CHAP_AUTH, as its TgtAdm filled it in.
