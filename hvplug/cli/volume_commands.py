@@ -12,11 +12,8 @@ san_password is never printed.
 """
 
 import argparse
-import glob
 import json
-import socket
 import sys
-from pathlib import Path
 
 from hvplug import exception
 
@@ -82,20 +79,16 @@ def _driver(args, ctx):
     return driver
 
 
-def local_wwpns(pattern: str = "/sys/class/fc_host/*/port_name") -> list[str]:
-    """This host's FC port names, e.g. ``0x21000024ff3a1b2c`` → ``21000024ff3a1b2c``."""
-    wwpns = []
-    for path in sorted(glob.glob(pattern)):
-        value = Path(path).read_text().strip().lower()
-        wwpns.append(value.removeprefix("0x"))
-    return wwpns
-
-
 def connector(args, driver) -> dict:
-    """What identifies this initiator to the array."""
-    result = {"host": socket.gethostname()}
+    """What identifies this initiator to the array: this host's
+    ``connector_properties`` (hvplug.initiator.connectors), narrowed to the
+    backend's protocol, ``--wwpn``/``--initiator`` instead where given."""
+    from hvplug.initiator.connectors.base import connector_properties
+
+    here = connector_properties()
+    result = {"host": here["host"]}
     if driver.driver_volume_type == "fibre_channel":
-        wwpns = args.wwpn or local_wwpns()
+        wwpns = args.wwpn or here.get("wwpns")
         if not wwpns:
             raise exception.InvalidInput(
                 reason="this host has no FC ports (/sys/class/fc_host); give --wwpn "
@@ -104,10 +97,10 @@ def connector(args, driver) -> dict:
     if args.wwpn:
         raise exception.InvalidInput(
             reason=f"backend {args.backend} speaks iSCSI; give --initiator, not --wwpn")
-    if not args.initiator:
+    if not args.initiator and "initiator" not in here:
         from hvplug.connection_schema import initiator_name
-        return {**result, "initiator": initiator_name()}
-    return {**result, "initiator": args.initiator}
+        initiator_name()  # raises the error that says why there is none
+    return {**result, "initiator": args.initiator or here["initiator"]}
 
 
 def _show(ctx, record: dict) -> None:

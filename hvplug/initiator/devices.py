@@ -11,10 +11,9 @@ import re
 from pathlib import Path
 
 from hvplug import exception
+from hvplug.connection_schema import ISCSITarget
 from hvplug.initiator.iscsiadm import normal_host
 from hvplug.utils import portals
-from hvplug.virt import guest_disks
-from hvplug.virt.volume.net import ISCSITarget
 
 # udev's path_id: [pci-<hba>-]ip-<address>:<port>-iscsi-<iqn>-lun-<lun>
 _BY_PATH = re.compile(r"(?:^|-)ip-(?P<portal>.+?)-iscsi-(?P<iqn>.+)-lun-(?P<lun>\d+)$")
@@ -34,10 +33,11 @@ def parse_by_path(name: str) -> ISCSITarget | None:
     if portal.startswith("["):
         host, port = portals.parse_portal(portal)
     else:  # udev writes IPv6 addresses without brackets: the port is after the last colon
-        host, _, port = portal.rpartition(":")
-        if not host or not port.isdigit():
+        host, _, port_text = portal.rpartition(":")
+        if not host or not port_text.isdigit():
             return None
-    return ISCSITarget(host, int(port), match["iqn"], int(match["lun"]))
+        port = int(port_text)
+    return ISCSITarget(host, port, match["iqn"], int(match["lun"]))
 
 
 class Devices:
@@ -134,18 +134,3 @@ def _listdir(path: Path) -> list[str]:
     except (FileNotFoundError, NotADirectoryError):
         return []
 
-
-def attached_luns(host, luns_of) -> dict:
-    """Every LUN a domain's block disk uses (live or persistent): LUN -> domains.
-
-    ``luns_of(source_path)`` names the LUNs behind one disk source, e.g.
-    ``lambda path: [lun_key(t) for t in devices.disk_targets(path)]``.
-    """
-    used: dict = {}
-    for name, xmls in host.domain_xmls().items():
-        for xml in xmls:
-            for disk in guest_disks.disks(xml):
-                if disk.source_type == "block" and disk.source_path:
-                    for lun in luns_of(disk.source_path):
-                        used.setdefault(lun, set()).add(name)
-    return used

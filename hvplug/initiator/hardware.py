@@ -174,7 +174,7 @@ class Hardware:
         kernel iface, ``<transport>.<hwaddress>.<ipv4|ipv6>.<N>``; any other
         host gets ``<transport>.<hwaddress>``.
         """
-        records = []
+        records: list[dict[str, str | None]] = []
         for host in self.iscsi_hosts():
             if not host.transport or host.transport in SOFTWARE_TRANSPORTS or not host.hwaddress:
                 continue
@@ -182,7 +182,10 @@ class Hardware:
             if not host.kernel_ifaces:
                 records.append({"name": f"{host.transport}.{host.hwaddress}", **base})
             for kern in host.kernel_ifaces:
-                version, _host_no, num = _KERNEL_IFACE.match(kern).groups()
+                match = _KERNEL_IFACE.match(kern)
+                if match is None:  # not an iface name the kernel gives: not ours to read
+                    continue
+                version, _host_no, num = match.groups()
                 ipaddress = self._read(self.root / "class" / "iscsi_iface" / kern / "ipaddress")
                 records.append({"name": f"{host.transport}.{host.hwaddress}.ipv{version}.{num}",
                                 **base, "ipaddress": ipaddress})

@@ -21,9 +21,11 @@ and happens with or without hvplug.
 # IfaceManager.list shadows the builtin in later annotations: keep them unevaluated.
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import ipaddress as ipaddr
 import re
+from typing import Any
 
 from hvplug import exception
 from hvplug.initiator.hardware import (
@@ -137,7 +139,8 @@ def parse_record(name: str, text: str) -> Iface:
         key, sep, value = line.partition(" = ")
         if sep and not key.startswith("#"):
             record[key.strip()] = value.strip()
-    fields = {key: _value(record.get(iscsi_key, "")) for key, iscsi_key in FIELDS.items()}
+    fields: dict[str, Any] = {key: _value(record.get(iscsi_key, ""))
+                              for key, iscsi_key in FIELDS.items()}
     fields["transport"] = fields["transport"] or "tcp"
     return Iface(name=name, record=record, **fields)
 
@@ -226,9 +229,10 @@ class IfaceManager:
                 reason="'default' is iscsiadm's built-in software iface and needs no record; "
                 "use transport 'tcp' for a record of your own")
         transport = check_transport(transport)
-        fields = {key: _check_field(key, value) for key, value in
-                  (("hwaddress", hwaddress), ("ipaddress", ipaddress),
-                   ("net_ifacename", net_ifacename)) if value is not None}
+        given = (("hwaddress", hwaddress), ("ipaddress", ipaddress),
+                 ("net_ifacename", net_ifacename))
+        fields: dict[str, Any] = {key: _check_field(key, value) for key, value in given
+                                  if value is not None}
         if transport in OFFLOAD_VENDORS and "hwaddress" not in fields:
             raise exception.InvalidInput(
                 reason=f"an {transport} iface needs --hwaddress (the adapter's MAC; "
@@ -291,8 +295,8 @@ class IfaceManager:
         if check_name(name) in SPECIAL_IFACES:
             raise exception.InvalidInput(reason=f"'{name}' is built into iscsiadm and cannot be "
                                          "changed; create a record of your own")
-        changes = {key: _check_field(key, value) for key, value in fields.items()
-                   if value is not None}
+        changes: dict[str, Any] = {key: _check_field(key, value)
+                                   for key, value in fields.items() if value is not None}
         current = self.show(name)
         if current is None:
             raise exception.IfaceNotFound(name=name)
@@ -365,7 +369,7 @@ class IfaceManager:
         return self.ensure(transport, hwaddress, ipaddress, net_ifacename,
                            name=name, update=update)[0]
 
-    def generate(self) -> list[str]:
+    def generate(self) -> builtins.list[str]:
         """Records for every offload host sysfs shows; their names.
 
         ``iscsiadm -m iface`` writes these itself as it lists; whatever it

@@ -36,6 +36,7 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from hvplug.utils import portals
 
@@ -516,7 +517,7 @@ def probe_in_order(targets: list[tuple[str, int, str]], accept, **kwargs) -> lis
     """
     if len(targets) == 1:
         return [probe(*targets[0], **kwargs)]
-    slots = [[threading.Event(), None] for _ in targets]
+    slots: list[list[Any]] = [[threading.Event(), None] for _ in targets]
     places = threading.BoundedSemaphore(PARALLEL_PROBES)
 
     def run(slot, target):

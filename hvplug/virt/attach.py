@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from lxml import etree
 
@@ -28,10 +28,10 @@ from hvplug import connection_schema, exception
 from hvplug.conf import CONF
 from hvplug.utils import interrupts, locks
 from hvplug.utils.masking import mask_dict
-from hvplug.virt import guest_disks
+from hvplug.virt import config, guest_disks
 from hvplug.virt.guest_disks import DomainView, FoundDisk
 from hvplug.virt.host import Host
-from hvplug.virt.volume.base import LibvirtBaseVolumeDriver
+from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, VolumeConnection
 from hvplug.virt.volume.registry import VolumeDriverRegistry
 
 LOG = logging.getLogger(__name__)
@@ -139,12 +139,10 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
         dev = (guest_disks.check_dev_name(dev, bus, used, domain) if dev
                else guest_disks.free_dev_name(bus, used, domain))
         with locks.all_of(driver.lock_names(connection_info), operation):
-            _plug(host, driver, connection_info, domain, dev, bus, live, persistent,
-                  preflight)
-    data = connection_info["data"]
+            connection = _plug(host, driver, connection_info, domain, dev, bus, live,
+                               persistent, preflight)
     return AttachResult(domain=domain, dev=dev, bus=bus, driver=class_path(driver),
-                        secret_uuid=data.get("secret_uuid"),
-                        portal=(data.get("selected_target") or {}).get("portal"),
+                        secret_uuid=connection.secret_uuid, portal=connection.portal,
                         live=live, persistent=persistent)
 
 
@@ -160,7 +158,8 @@ class Preflight:
     """
 
     def __init__(self, driver, connection_info: dict):
-        self._value, self._error = None, None
+        self._value: object = None
+        self._error: BaseException | None = None
         self._thread = None
         if type(driver).preflight is not LibvirtBaseVolumeDriver.preflight:
             self._thread = threading.Thread(
@@ -183,32 +182,33 @@ class Preflight:
 
 
 def _plug(host, driver, connection_info, domain, dev, bus, live, persistent,
-          preflight: Preflight | None = None) -> None:
+          preflight: Preflight | None = None) -> VolumeConnection:
     """connect_volume + attach, both undone on any failure or interrupt."""
     LOG.debug("attaching %s to %s as %s", mask_dict(connection_info), domain, dev)
+    connection = None
     try:
         checked = preflight.result() if preflight is not None else None
-        if checked is None:
-            driver.connect_volume(connection_info, domain)
-        else:
-            driver.connect_volume(connection_info, domain, preflight=checked)
+        connection = driver.connect_volume(connection_info, domain, preflight=checked)
         LOG.debug("volume connected for %s; attaching device %s", domain, dev)
-        xml = driver.get_config(connection_info, {"dev": dev, "bus": bus}).to_xml()
-        host.attach_device(domain, xml, live=live, persistent=persistent)
+        disk = driver.get_config(connection, {"dev": dev, "bus": bus})
+        host.attach_device(domain, disk, live=live, persistent=persistent)
         LOG.debug("device %s attached to %s", dev, domain)
         interrupts.commit()  # done: a signal from now on must not undo it
+        return connection
     except BaseException as exc:  # an interrupt too: undo, then re-raise
+        if connection is None:
+            connection = driver.connection_of(connection_info)
         with interrupts.deferred():
-            left = _roll_back(host, driver, connection_info, domain, dev)
+            left = _roll_back(host, driver, connection, domain, dev)
         if isinstance(exc, Exception):
-            error = _attach_error(host, driver, connection_info, domain, exc,
+            error = _attach_error(host, driver, connection, domain, exc,
                                   undone=not left)
             if left:
                 raise exception.RollbackIncomplete(
                     error=getattr(error, "message", f"{type(error).__name__}: {error}"),
                     left="; ".join(left), domain=domain, dev=dev) from error
             raise error from None
-        exc.rollback_left = left  # an interrupt: main() says what is left
+        exc.rollback_left = left  # type: ignore[attr-defined]  # an interrupt: main() says what is left
         raise
 
 
@@ -227,8 +227,8 @@ def _attached_already(host, driver, view: DomainView, found: FoundDisk,
     operation = f"add volume {name} to the persistent config of '{view.name}'"
     with locks.all_of(driver.lock_names(connection_info), operation):
         driver.connect_volume(connection_info, view.name)  # the secret, proven
-        host.attach_device(view.name, _config_disk_xml(found.xml), live=False,
-                           persistent=True)
+        host.attach_device(view.name, config.LibvirtConfigDeviceXML.for_config(found.xml),
+                           live=False, persistent=True)
         interrupts.commit()
     LOG.info("promoted %s of %s to the persistent configuration", dev, view.name)
     return AttachResult(domain=view.name, dev=dev, bus=found.disk.target_bus,
@@ -236,38 +236,31 @@ def _attached_already(host, driver, view: DomainView, found: FoundDisk,
                         portal=None, live=True, persistent=True, promoted=True)
 
 
-def _config_disk_xml(live_disk_xml: str) -> str:
-    """A live ``<disk>`` as the persistent config takes it: no runtime alias."""
-    element = etree.fromstring(live_disk_xml.encode())
-    for alias in element.findall("alias"):
-        element.remove(alias)
-    return etree.tostring(element, encoding="unicode")
-
-
-def _attach_error(host, driver, connection_info, domain, exc,
+def _attach_error(host, driver, connection: VolumeConnection, domain, exc,
                   undone: bool = True) -> Exception:
     if isinstance(exc, exception.HvplugError):
         return exc
     if not isinstance(exc, host.libvirt.libvirtError):
         return exc
     message = exc.get_error_message()
-    precise = driver.attach_error(message, connection_info)
+    precise = driver.attach_error(message, connection)
     if precise is not None:
         return precise
     if host.is_code(exc, "VIR_ERR_OPERATION_INVALID") and not host.domain_state(domain)[0]:
         return exception.DomainNotRunning(domain=domain)
-    return exception.AttachFailed(volume=volume_name(connection_info), domain=domain,
+    return exception.AttachFailed(volume=volume_name(connection.connection_info), domain=domain,
                                   reason=message.rstrip("."),
                                   undone=" Nothing was left behind." if undone else "")
 
 
-def _roll_back(host, driver, connection_info, domain, dev) -> list[str]:
+def _roll_back(host, driver, connection: VolumeConnection, domain, dev) -> list[str]:
     """Undo a failed attach: a disk libvirt half-added, then the driver's work.
 
     Returns what could not be undone, one phrase each (empty: nothing is
     left behind), so the error can say so instead of claiming a clean undo.
     """
     left = []
+    connection_info = connection.connection_info
     try:
         view = DomainView(host, domain)
         leftover = view.find(lambda disk: disk.target_dev == dev
@@ -276,14 +269,14 @@ def _roll_back(host, driver, connection_info, domain, dev) -> list[str]:
         if leftover is not None:
             LOG.warning("removing half-attached %s from %s", dev, domain)
             places = view.places(dev)
-            host.detach_device(domain, leftover.xml, dev, live=places["live"],
-                               persistent=places["persistent"])
+            host.detach_device(domain, config.LibvirtConfigDeviceXML(leftover.xml), dev,
+                               live=places["live"], persistent=places["persistent"])
     except Exception as exc:
         LOG.exception("could not check %s for a half-attached %s", domain, dev)
         left.append(f"perhaps disk {dev} of domain '{domain}' (checking for it failed: "
                     f"{_short(exc)})")
     try:
-        driver.disconnect_volume(connection_info, domain)
+        driver.disconnect_volume(connection, domain)
     except Exception as exc:
         LOG.exception("rolling back the connection of %s to %s failed", dev, domain)
         left.append(f"the volume's connection on this host (its secret or sessions: "
@@ -327,12 +320,14 @@ def _detach(host, registry, domain, driver, connection_info, dev, operation) -> 
             # From the first change on, an interrupt waits until the detach is
             # complete, secret included; before it (lock waits, reads) it stops us.
             changing.enter_context(interrupts.deferred())
-            host.detach_device(domain, found.xml, found.target_dev, live=places["live"],
+            host.detach_device(domain, config.LibvirtConfigDeviceXML(found.xml),
+                               found.target_dev, live=places["live"],
                                persistent=places["persistent"])
             LOG.debug("device %s detached from %s", found.target_dev, domain)
-        _remember_secret(connection_info, found.layer)
+        # The secret (or device) the disk really referenced, not a guess.
+        connection = driver.connection_of(connection_info, found.layer)
         with locks.all_of(driver.lock_names(connection_info), operation):
-            driver.disconnect_volume(connection_info, domain)
+            driver.disconnect_volume(connection, domain)
         interrupts.commit()
     return DetachResult(domain=domain, dev=found.target_dev, driver=class_path(driver),
                         live=places["live"], persistent=places["persistent"],
@@ -367,15 +362,6 @@ def _driver_of(registry, found: FoundDisk, domain: str):
         "volume driver handles; use virsh detach-disk")
 
 
-def _remember_secret(connection_info: dict, layer) -> None:
-    """Point disconnect_volume at the secret the disk really referenced."""
-    data = connection_info["data"]
-    if layer.auth_secret_uuid:
-        data["secret_uuid"] = layer.auth_secret_uuid
-    elif layer.auth_secret_usage:
-        data["secret_usage"] = layer.auth_secret_usage
-
-
 def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
                   bus: str | None = None, dev: str | None = None):
     """``(driver, disk_xml, secret_xml or None)`` without touching any host.
@@ -388,8 +374,9 @@ def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
     dev = (guest_disks.check_dev_name(dev, bus, set(), "(rendered)") if dev
            else guest_disks.free_dev_name(bus, set(), "(rendered)"))
     secret = driver.secret_config(connection_info)
+    connection = driver.connection_of(connection_info)
     if secret is not None:
         secret.uuid = str(uuid.uuid4())
-        connection_info["data"]["secret_uuid"] = secret.uuid
-    disk = driver.get_config(connection_info, {"dev": dev, "bus": bus})
+        connection = replace(connection, secret_uuid=secret.uuid)
+    disk = driver.get_config(connection, {"dev": dev, "bus": bus})
     return driver, disk.to_xml(), secret.to_xml() if secret is not None else None

@@ -451,3 +451,30 @@ class LibvirtConfigSecret(LibvirtConfigObject):
                 reason="a secret's usage_type and usage_id go together; "
                        f"got type {self.usage_type!r}, id {self.usage_id!r}")
         return super().format_dom()
+
+
+class LibvirtConfigDeviceXML:
+    """A device element exactly as libvirt wrote it, handed back to libvirt.
+
+    ``detachDeviceFlags`` is given the ``<disk>`` libvirt showed (parsing and
+    formatting it would drop what hvplug does not declare: ``<address>``,
+    ``<alias>``, ``index=``), and a live disk added to the persistent config
+    keeps its address; :class:`~hvplug.virt.host.Host` takes this like any
+    config object::
+
+        host.detach_device("guest1", LibvirtConfigDeviceXML(found.xml), "sdb")
+    """
+
+    def __init__(self, xml: str) -> None:
+        self.xml = xml
+
+    @classmethod
+    def for_config(cls, live_xml: str) -> "LibvirtConfigDeviceXML":
+        """A live device as the persistent config takes it: no runtime ``<alias>``."""
+        element = _parse_xml(live_xml)
+        for alias in element.findall("alias"):
+            element.remove(alias)
+        return cls(etree.tostring(element, encoding="unicode"))
+
+    def to_xml(self, pretty: bool = True) -> str:
+        return self.xml

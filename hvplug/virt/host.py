@@ -225,15 +225,21 @@ class Host:
             flags |= self.libvirt.VIR_DOMAIN_AFFECT_CONFIG
         return flags
 
-    def attach_device(self, name: str, xml: str, live: bool = True,
+    def attach_device(self, name: str, device, live: bool = True,
                       persistent: bool = False) -> None:
+        """Attach ``device``, a config object (``LibvirtConfigGuestDisk``,
+        ``LibvirtConfigDeviceXML``: anything with ``to_xml()``)."""
         flags = self._device_flags(live, persistent)
+        xml = device.to_xml()
         self.domain_call(name, lambda dom: dom.attachDeviceFlags(xml, flags))
 
-    def detach_device(self, name: str, xml: str, dev: str, live: bool = True,
+    def detach_device(self, name: str, device, dev: str, live: bool = True,
                       persistent: bool = False, timeout: float | None = None) -> None:
-        """Detach ``xml`` and, when ``live``, wait until ``dev`` left the live XML."""
+        """Detach ``device`` (a config object, usually the
+        ``LibvirtConfigDeviceXML`` of the disk libvirt shows) and, when
+        ``live``, wait until ``dev`` left the live XML."""
         flags = self._device_flags(live, persistent)
+        xml = device.to_xml()
         self.domain_call(name, lambda dom: dom.detachDeviceFlags(xml, flags))
         if live:
             self.wait_device_gone(name, dev, timeout)

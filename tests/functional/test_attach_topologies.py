@@ -6,6 +6,7 @@ import copy
 from lxml import etree
 
 from hvplug.virt import guest_disks, secrets
+from hvplug.virt.config import LibvirtConfigDeviceXML as DeviceXML
 from hvplug.virt.volume.net import LibvirtNetVolumeDriver
 from tests.functional.helpers import (
     attach,
@@ -98,7 +99,7 @@ def test_persistent_attach_and_detach(host, make_guest, make_volume):
     # Gone from the live domain only: the persistent configuration still
     # references the secret, so disconnecting must keep it.
     live_disk = guest_disks.disk_xml(host.domain_xml(domain), dev)
-    host.detach_device(domain, live_disk, dev, live=True, persistent=False)
+    host.detach_device(domain, DeviceXML(live_disk), dev, live=True, persistent=False)
     assert domblklist(domain) == {}
     users = secrets.users(host, secrets.SecretRef(uuid, "iscsi", volume.usage_id))
     assert [(u.domain, u.where) for u in users] == [(domain, "config")]
@@ -141,8 +142,8 @@ def test_wrong_password_leaves_a_shared_secret_intact(host, make_guest, make_vol
     for element in disk.findall("alias") + disk.findall("address"):
         disk.remove(element)
     xml = etree.tostring(disk, encoding="unicode")
-    host.attach_device(third, xml)
+    host.attach_device(third, DeviceXML(xml))
     assert domblklist(third) == {"sda": volume.usage_id}
-    host.detach_device(third, xml, "sda")
+    host.detach_device(third, DeviceXML(xml), "sda")
     detach(first, volume)
     assert not host.secret_exists(a["secret_uuid"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from hvplug.virt.config import LibvirtConfigDeviceXML as DeviceXML
 from tests.functional.conftest import unique_hex
 from tests.functional.helpers import (
     attach,
@@ -263,7 +264,7 @@ def test_verify_checks_a_secret_referenced_by_usage(host, make_guest, make_volum
     secret = host.define_secret_xml(secret_xml(volume.usage_id))
     try:
         secret.setValue(volume.password.encode())
-        host.attach_device(domain, operator_disk_xml(volume))
+        host.attach_device(domain, DeviceXML(operator_disk_xml(volume)))
         assert domblklist(domain) == {"sda": volume.usage_id}
         assert run_json("verify", "--domain", domain)["ok"]
     finally:

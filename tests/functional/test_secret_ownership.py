@@ -15,6 +15,7 @@ from xml.sax.saxutils import quoteattr
 import pytest
 from lxml import etree
 
+from hvplug.virt.config import LibvirtConfigDeviceXML as DeviceXML
 from tests.functional.helpers import (
     attach,
     detach,
@@ -84,7 +85,7 @@ def test_operator_secret_used_by_another_domain(host, make_guest, make_volume,
     secret = operator_secret(volume.usage_id, volume.password)
     uuid_ = secret.UUIDString()
     dumped = virsh("secret-dumpxml", uuid_)
-    host.attach_device(operator, operator_disk_xml(volume, shareable=True))
+    host.attach_device(operator, DeviceXML(operator_disk_xml(volume, shareable=True)))
     assert domblklist(operator) == {"sda": volume.usage_id}
 
     result = attach(guest, volume)

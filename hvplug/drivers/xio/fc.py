@@ -49,21 +49,30 @@ class XIOFCDriver(XIOISEDriver):
                 "volume_id": volume, "encrypted": False, "access_mode": "rw"}
 
     # -- images: through a host attach (the host's FC HBAs) ------------------------
+    def host_connector(self):
+        """This host's FC connector, with the ``[libvirt]`` FC settings."""
+        from hvplug.conf import CONF
+        from hvplug.initiator.connectors.fibre_channel import FibreChannelConnector
+
+        return FibreChannelConnector(self.execute, use_multipath=CONF.libvirt.fc_use_multipath,
+                                     scan_tries=CONF.libvirt.num_fc_scan_tries)
+
     @contextlib.contextmanager
     def host_attached(self, volume: str, connector: dict):
-        """The local block device of ``volume`` while this host is attached to it."""
-        from hvplug.virt.host import Host
-        from hvplug.virt.volume.fibre_channel import LibvirtFibreChannelVolumeDriver
-        host = Host()
-        attacher = LibvirtFibreChannelVolumeDriver(host, execute=self.execute)
+        """The local block device of ``volume`` while this host is attached to it
+        (the FC connector, os-brick's scan; no hypervisor involved).  If the
+        LUN was attached to this host already, it is left attached."""
+        attacher = self.host_connector()
         with self.presented(volume, connector) as data:
-            info = {"driver_volume_type": self.driver_volume_type, "data": dict(data)}
-            attacher.connect_volume(info, None)
+            props = dict(data)
+            # A LUN this host had attached before (a guest's disk) stays attached.
+            before = attacher.existing_device(props)
+            device = attacher.connect_volume(props)
             try:
-                yield info["data"]["device_path"]
+                yield device.path
             finally:
-                attacher.disconnect_volume(info, None)
-                host.close()
+                if before is None:
+                    attacher.disconnect_volume(props, device)
 
     def copy_image_to_volume(self, image: str, volume: str, connector: dict,
                              progress=None) -> None:

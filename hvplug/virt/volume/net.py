@@ -16,6 +16,7 @@ Example ``connection_info``::
      "serial": "42"}
 """
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -32,7 +33,7 @@ from hvplug.connection_schema import (
 from hvplug.utils import locks, portals
 from hvplug.virt import config, secrets
 from hvplug.virt.secrets import attribute_text as xmlutil_escape
-from hvplug.virt.volume.base import LibvirtBaseVolumeDriver
+from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, VolumeConnection
 
 LOG = logging.getLogger(__name__)
 
@@ -88,17 +89,27 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         """The target to use: probed (TCP and a login) before the domain is touched."""
         return self.select_target(connection_info)
 
-    def connect_volume(self, connection_info: dict, domain: str,
-                       preflight: ISCSITarget | None = None) -> None:
-        data = connection_info["data"]
-        target = preflight or self.select_target(connection_info)
-        data["selected_target"] = {"portal": target.portal, "iqn": target.iqn,
-                                   "lun": target.lun}
-        credentials = chap_credentials(data)
+    def connect_volume(self, connection_info: dict, domain: str | None,
+                       preflight: object = None) -> VolumeConnection:
+        """The target (probed) and, with CHAP, hvplug's secret for it."""
+        target = (preflight if isinstance(preflight, ISCSITarget)
+                  else self.select_target(connection_info))
+        credentials = chap_credentials(connection_info["data"])
+        secret_uuid = None
         if credentials:
-            data["secret_uuid"] = secrets.ensure_secret(
-                self.host, self.secret_config(connection_info), credentials[1].encode(),
-                prove=lambda: self.check_login(target, credentials))
+            secret_uuid = secrets.ensure_secret(
+                self.host, self._secret_config(connection_info, target),
+                credentials[1].encode(), prove=lambda: self.check_login(target, credentials))
+        return VolumeConnection(connection_info, target=target, secret_uuid=secret_uuid)
+
+    def connection_of(self, connection_info: dict,
+                      disk: config.LibvirtConfigGuestDisk | None = None) -> VolumeConnection:
+        """The target the disk reaches (else the first), and its secret reference."""
+        connection = super().connection_of(connection_info, disk)
+        targets = iscsi_targets(connection_info["data"])
+        target = next((t for t in targets if disk is not None
+                       and t.source_name == disk.source_name), targets[0])
+        return dataclasses.replace(connection, target=target)
 
     def recreate_secret(self, connection_info: dict, source_name: str,
                         uuid: str | None = None) -> str | None:
@@ -115,10 +126,8 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
             return None
         targets = self.validate(connection_info)
         target = next((t for t in targets if t.source_name == source_name), targets[0])
-        data["selected_target"] = {"portal": target.portal, "iqn": target.iqn,
-                                   "lun": target.lun}
         return secrets.ensure_secret(
-            self.host, self.secret_config(connection_info), credentials[1].encode(),
+            self.host, self._secret_config(connection_info, target), credentials[1].encode(),
             prove=lambda: self.check_login(target, credentials), uuid=uuid, prove_new=True)
 
     def check_login(self, target: ISCSITarget,
@@ -144,50 +153,55 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                         or exc)
         return None
 
-    def secret_config(self, connection_info: dict) -> config.LibvirtConfigSecret | None:
-        """Private, persistent, usage ``iscsi`` keyed by ``<iqn>/<lun>``."""
+    def secret_config(self, connection_info: dict,
+                      target: ISCSITarget | None = None) -> config.LibvirtConfigSecret | None:
+        """Private, persistent, usage ``iscsi`` keyed by ``<iqn>/<lun>`` of
+        ``target`` (default: the first)."""
         if not chap_credentials(connection_info["data"]):
             return None
-        source_name = self.chosen_target(connection_info).source_name
+        source_name = (target or iscsi_targets(connection_info["data"])[0]).source_name
         conf = config.LibvirtConfigSecret()
         conf.ephemeral, conf.private = False, True
         conf.description = secrets.owned_description(source_name)
         conf.usage_type, conf.usage_id = "iscsi", source_name
         return conf
 
-    def chosen_target(self, connection_info: dict) -> ISCSITarget:
-        data = connection_info["data"]
-        chosen = data.get("selected_target")
-        if not chosen:
-            return self.validate(connection_info)[0]
-        return ISCSITarget(*portals.parse_portal(chosen["portal"]), chosen["iqn"],
-                           int(chosen["lun"]))
+    def _secret_config(self, connection_info: dict,
+                       target: ISCSITarget) -> config.LibvirtConfigSecret:
+        """secret_config of a volume with CHAP (which every caller checked)."""
+        conf = self.secret_config(connection_info, target)
+        if conf is None:
+            raise exception.InvalidConnectionInfo(
+                reason="CHAP needs data.auth_username and data.auth_password")
+        return conf
 
-    def get_config(self, connection_info: dict,
+    def get_config(self, connection: VolumeConnection,
                    disk_info: dict) -> config.LibvirtConfigGuestDisk:
-        conf = super().get_config(connection_info, disk_info)
-        data = connection_info["data"]
-        target = self.chosen_target(connection_info)
+        conf = super().get_config(connection, disk_info)
+        target = connection.target or iscsi_targets(connection.data)[0]
         conf.source_type = "network"
         conf.source_protocol = "iscsi"
         conf.source_name = target.source_name
         conf.source_hosts = [(target.host, str(target.port))]
         conf.source_initiator_iqn = initiator_name()
-        credentials = chap_credentials(data)
+        credentials = chap_credentials(connection.data)
         if credentials:
             conf.auth_username = credentials[0]
             conf.auth_secret_type = "iscsi"  # noqa: S105 - a secret type, not a secret
-            conf.auth_secret_uuid = data.get("secret_uuid")
+            conf.auth_secret_uuid = connection.secret_uuid
         return conf
 
-    def disconnect_volume(self, connection_info: dict, domain: str) -> None:
-        """Remove the CHAP secret if hvplug made it and nothing needs it any more."""
-        data = connection_info["data"]
-        if data.get("secret_uuid"):
-            found = [self.host.secret_by_uuid(data["secret_uuid"])]
+    def disconnect_volume(self, connection: VolumeConnection, domain: str | None) -> None:
+        """Remove the CHAP secret if hvplug made it and nothing needs it any more.
+
+        The secret is the one the disk referenced (``secret_uuid`` or
+        ``secret_usage``), else the one of each target's usage.
+        """
+        if connection.secret_uuid:
+            found = [self.host.secret_by_uuid(connection.secret_uuid)]
         else:
-            usages = ([data["secret_usage"]] if data.get("secret_usage")
-                      else [t.source_name for t in iscsi_targets(data)])
+            usages = ([connection.secret_usage] if connection.secret_usage
+                      else [t.source_name for t in iscsi_targets(connection.data)])
             found = [self.host.find_secret("iscsi", usage) for usage in usages]
         for secret in filter(None, found):
             secrets.release_secret(self.host, secret)
@@ -220,9 +234,11 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         return {"driver_volume_type": cls.driver_volume_type, "data": data,
                 "serial": disk.serial}
 
-    def attach_error(self, message: str, connection_info: dict) -> exception.HvplugError | None:
-        username = (chap_credentials(connection_info["data"]) or ("(none)",))[0]
-        return self.login_error(message, self.chosen_target(connection_info), username)
+    def attach_error(self, message: str,
+                     connection: VolumeConnection) -> exception.HvplugError | None:
+        username = (chap_credentials(connection.data) or ("(none)",))[0]
+        target = connection.target or iscsi_targets(connection.data)[0]
+        return self.login_error(message, target, username)
 
     def login_error(self, message: str, target: ISCSITarget,
                     username: str) -> exception.HvplugError | None:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from hvplug.cli import main as cli
-from hvplug.cli import volume_commands
+from hvplug.initiator.connectors.base import connector_properties
 from hvplug.utils.executor import execute as real_execute  # before the fake replaces it
 from tests import stack
 from tests.unit.drivers.xio import HOST_IQN, PASSWORD, TOOLS, SimulatedISE, write_config
@@ -97,11 +97,14 @@ def test_fc_connection_info_with_wwpns(make_run, ise):
 
 def test_fc_wwpns_default_to_this_hosts_fc_ports(tmp_path):
     for i, name in enumerate(("0x21000024ff3a1b2c", "0x21000024ff3a1b2d")):
-        port = tmp_path / f"host{i}"
-        port.mkdir()
+        port = tmp_path / "class" / "fc_host" / f"host{i}"
+        port.mkdir(parents=True)
         (port / "port_name").write_text(name + "\n")
-    assert volume_commands.local_wwpns(str(tmp_path / "*/port_name")) == \
-        ["21000024ff3a1b2c", "21000024ff3a1b2d"]
+        (port / "node_name").write_text(name.replace("0x21", "0x20") + "\n")
+    props = connector_properties(sysfs_root=str(tmp_path))
+    assert props["wwpns"] == ["21000024ff3a1b2c", "21000024ff3a1b2d"]
+    assert props["wwnns"] == ["20000024ff3a1b2c", "20000024ff3a1b2d"]
+    assert props["host"]
 
 
 def test_wwpn_on_an_iscsi_backend_is_bad_input(run):
@@ -203,7 +206,7 @@ def test_copy_image_and_copy_to_image(make_run, tmp_path, monkeypatch):
 
 def test_fc_copy_on_a_host_without_hbas_fails_clearly(make_run, ise, tmp_path, monkeypatch):
     """FC copies attach through this host's HBAs; with none there is nothing to do."""
-    monkeypatch.setattr("hvplug.cli.volume_commands.local_wwpns", list)
+    monkeypatch.setattr("hvplug.initiator.connectors.base.host_wwpns", lambda root: [])
     run = make_run(ise, driver="fc.XIOFCDriver")
     rc, _, err = run("volume", "--backend", "ise1", "copy-image", str(tmp_path / "x"), "v")
     assert rc == 2 and "this host has no FC ports" in err and "Traceback" not in err

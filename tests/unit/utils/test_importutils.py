@@ -4,13 +4,13 @@ import pytest
 
 from hvplug import exception
 from hvplug.target import registry as target_registry
-from hvplug.target.base import ISCSITarget
+from hvplug.target.base import ISCSITargetHelper
 from hvplug.target.tgt import TgtAdm
 from hvplug.utils.importutils import ImportClassError, import_class
 
 
 def test_imports_the_class_and_checks_the_base():
-    assert import_class("hvplug.target.tgt.TgtAdm", ISCSITarget) is TgtAdm
+    assert import_class("hvplug.target.tgt.TgtAdm", ISCSITargetHelper) is TgtAdm
     assert import_class(" hvplug.target.tgt.TgtAdm ") is TgtAdm
 
 
@@ -21,10 +21,10 @@ def test_imports_the_class_and_checks_the_base():
     ("hvplug.target.tgt.Nope", "missing", "hvplug.target.tgt has no Nope"),
     ("hvplug.target.tgt.LOG", "type", "hvplug.target.tgt.LOG is not a class"),
     ("hvplug.exception.InvalidInput", "type",
-     "hvplug.exception.InvalidInput is not a ISCSITarget subclass"),
+     "hvplug.exception.InvalidInput is not a ISCSITargetHelper subclass"),
 ])
 def test_each_failure_has_a_kind_and_a_reason(path, kind, reason):
-    base = ISCSITarget if path.startswith("hvplug.exception") else None
+    base = ISCSITargetHelper if path.startswith("hvplug.exception") else None
     with pytest.raises(ImportClassError) as err:
         import_class(path, base)
     assert err.value.kind == kind

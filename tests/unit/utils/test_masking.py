@@ -7,6 +7,7 @@ import pytest
 from hvplug import exception
 from hvplug.utils.masking import MASK, mask_argv, mask_dict, redact
 from hvplug.virt import attach
+from hvplug.virt.config import LibvirtConfigSecret
 
 
 def test_mask_dict_hides_passwords_deeply_and_keeps_uuids():
@@ -164,7 +165,8 @@ def test_render_json_survives_short_passwords(run_cli, registry, make_info):
                              stdin=json.dumps(info))
         rendered = json.loads(out)
         driver, disk_xml, secret_xml = attach.render_volume(registry, info, bus="scsi")
-        ours, theirs = info["data"]["secret_uuid"], rendered["disk_xml"].split("uuid=")[1][1:37]
+        ours = LibvirtConfigSecret.from_xml(secret_xml).uuid
+        theirs = rendered["disk_xml"].split("uuid=")[1][1:37]
         expected = {"driver": attach.class_path(driver), "secret_xml": secret_xml,
                     "disk_xml": disk_xml}
         got = {key: value.replace(theirs, ours) for key, value in rendered.items()}

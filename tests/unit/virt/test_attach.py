@@ -4,7 +4,8 @@ import os
 import pytest
 
 from hvplug import exception
-from hvplug.virt import attach, guest_disks
+from hvplug.virt import attach, config, guest_disks
+from hvplug.virt.config import LibvirtConfigDeviceXML as DeviceXML
 from hvplug.virt.volume.net import LibvirtNetVolumeDriver
 from tests.unit.conftest import HOST_IQN
 from tests.xmlcheck import assert_valid_disk, assert_valid_secret
@@ -203,7 +204,7 @@ def test_detach_disk_no_driver_handles(host, registry, guest, tmp_path):
     xml = (f"<disk type='file' device='disk'><source file='{tmp_path}/x.img'/>"
            "<target dev='sdb' bus='scsi'/></disk>")
     (tmp_path / "x.img").write_bytes(b"\0" * 4096)
-    host.attach_device(guest, xml)
+    host.attach_device(guest, DeviceXML(xml))
     with pytest.raises(exception.InvalidInput) as err:
         attach.detach_volume(host, registry, guest, dev="sdb")
     assert "virsh detach-disk" in str(err.value)
@@ -294,12 +295,14 @@ def test_bad_connection_info(host, registry, guest, info, reason):
 
 def test_render_is_valid_and_consistent(registry, make_info):
     info = make_info(qos_specs={"total_bytes_sec": "1048576"}, access_mode="ro")
+    original = copy.deepcopy(info)
     driver, disk_xml, secret_xml = attach.render_volume(registry, info, bus="scsi")
     assert isinstance(driver, LibvirtNetVolumeDriver)
     assert_valid_disk(disk_xml)
     assert_valid_secret(secret_xml)
-    uuid = info["data"]["secret_uuid"]
-    assert uuid in disk_xml and uuid in secret_xml
+    uuid = config.LibvirtConfigSecret.from_xml(secret_xml).uuid
+    assert uuid and f"uuid=\"{uuid}\"" in disk_xml
+    assert info == original  # nothing written into the caller's document
     assert "s3cret-pw" not in disk_xml + secret_xml
     assert "<readonly/>" in disk_xml and "1048576" in disk_xml
     _, plain_xml, none = attach.render_volume(registry, make_info(chap=False), dev="vdc")

@@ -2,6 +2,7 @@ import pytest
 
 from hvplug import exception
 from hvplug.virt import config
+from hvplug.virt.config import LibvirtConfigDeviceXML as DeviceXML
 from hvplug.virt.host import Host
 
 
@@ -106,7 +107,7 @@ DISK = ("<disk type='network' device='disk'><source protocol='iscsi' "
 def test_domain_documents_cover_live_config_saved_and_snapshots(host, make_guest):
     transient, stopped = make_guest(), make_guest(persistent=True, running=False)
     saved, snapped = make_guest(persistent=True), make_guest(persistent=True)
-    host.attach_device(saved, DISK, live=True)
+    host.attach_device(saved, DeviceXML(DISK), live=True)
     host.domain_call(saved, lambda dom: dom.managedSave(0))
     host.domain_call(snapped, lambda dom: dom.snapshotCreateXML(
         "<domainsnapshot><name>s1</name></domainsnapshot>", 16))
@@ -159,7 +160,7 @@ def test_block_resize_and_capacity(host, guest, fake_libvirt):
             "name='iqn.2010-10.org.openstack:volume-2/1'><host name='127.0.0.1' port='3260'/>"
             "</source><target dev='sda' bus='scsi'/></disk>")
     fake_libvirt.set_lun_size("iqn.2010-10.org.openstack:volume-2", 1, 1 << 30)
-    host.attach_device(guest, disk)
+    host.attach_device(guest, DeviceXML(disk))
     assert host.block_capacity(guest, "sda") == 1 << 30
     fake_libvirt.set_lun_size("iqn.2010-10.org.openstack:volume-2", 1, 2 << 30)
     host.block_resize(guest, "sda", 2 << 30)

@@ -6,6 +6,7 @@ import pytest
 
 from hvplug import exception, templates
 from hvplug.virt import attach, secrets
+from hvplug.virt.config import LibvirtConfigDeviceXML as DeviceXML
 
 
 def usage_of(info):
@@ -138,16 +139,16 @@ def test_users_by_uuid_and_by_usage_live_and_config(host, make_guest):
     secret = owned(host, usage)
     live_only, stopped = make_guest(), make_guest(persistent=True, running=False)
     unrelated, other = make_guest(), owned(host, "iqn.2010-10.org.openstack:volume-o/1")
-    host.attach_device(live_only, chap_disk(usage, "sda", uuid=secret.UUIDString()))
-    host.attach_device(stopped, chap_disk(usage, "sdb"), live=False, persistent=True)
-    host.attach_device(unrelated, chap_disk(other.usageID(), "sda", uuid=other.UUIDString()))
+    host.attach_device(live_only, DeviceXML(chap_disk(usage, "sda", uuid=secret.UUIDString())))
+    host.attach_device(stopped, DeviceXML(chap_disk(usage, "sdb")), live=False, persistent=True)
+    host.attach_device(unrelated, DeviceXML(chap_disk(other.usageID(), "sda", uuid=other.UUIDString())))
     assert users_of(host, secret) == {(live_only, "live", "sda"), (stopped, "config", "sdb")}
 
 
 def test_users_in_a_managed_save_image_only(host, make_guest):
     usage = "iqn.2010-10.org.openstack:volume-m/1"
     secret, name = owned(host, usage), make_guest(persistent=True)
-    host.attach_device(name, chap_disk(usage, "sdc"), live=True)  # not in the config
+    host.attach_device(name, DeviceXML(chap_disk(usage, "sdc")), live=True)  # not in the config
     host.domain_call(name, lambda dom: dom.managedSave(0))
     assert users_of(host, secret) == {(name, "managed-save", "sdc")}
 
@@ -170,18 +171,18 @@ def test_users_inside_a_backing_store(host, tmp_path):
 def test_users_in_snapshot_metadata(host, make_guest):
     usage = "iqn.2010-10.org.openstack:volume-s/1"
     secret, name = owned(host, usage), make_guest(persistent=True)
-    host.attach_device(name, chap_disk(usage, "sdd"), live=True)
+    host.attach_device(name, DeviceXML(chap_disk(usage, "sdd")), live=True)
     host.domain_call(name, lambda dom: dom.snapshotCreateXML(
         "<domainsnapshot><name>s1</name><disks><disk name='sdd' snapshot='no'/></disks>"
         "</domainsnapshot>", 16))
-    host.detach_device(name, chap_disk(usage, "sdd"), "sdd", live=True)
+    host.detach_device(name, DeviceXML(chap_disk(usage, "sdd")), "sdd", live=True)
     assert users_of(host, secret) == {(name, "snapshot s1", "sdd")}
 
 
 def test_release_keeps_a_secret_a_managed_save_image_needs(host, make_guest):
     usage = "iqn.2010-10.org.openstack:volume-r/1"
     secret, name = owned(host, usage), make_guest(persistent=True)
-    host.attach_device(name, chap_disk(usage, "sda", uuid=secret.UUIDString()), live=True)
+    host.attach_device(name, DeviceXML(chap_disk(usage, "sda", uuid=secret.UUIDString())), live=True)
     host.domain_call(name, lambda dom: dom.managedSave(0))
     assert secrets.release_secret(host, secret) == f"kept: used by '{name}' (managed-save, sda)"
     assert host.secret_exists(secret.UUIDString())

@@ -435,11 +435,11 @@ def test_copy_image_larger_than_the_volume(tmp_path, driver):
         driver.copy_image_to_volume(str(tmp_path / "big"), "vol1", ISCSI)
 
 
-def test_fc_copy_goes_through_a_host_attach(fc_driver, ise, tmp_path, monkeypatch,
-                                            fake_libvirt):
-    """FC has no qemu initiator: the host's HBAs attach the LUN and qemu-img
-    copies to and from that block device (a fake FC host here)."""
-    from hvplug.virt.volume.fibre_channel import LibvirtFibreChannelVolumeDriver
+def test_fc_copy_goes_through_a_host_attach(fc_driver, ise, tmp_path, monkeypatch):
+    """FC has no qemu initiator: the host's HBAs attach the LUN (the FC
+    connector, no hypervisor) and qemu-img copies to and from that block
+    device (a fake FC host here, whose scan finds the LUN's disks)."""
+    from hvplug.initiator.connectors import fibre_channel
     from tests.fakefcsysfs import FakeFcConnector, FakeFcHost
     fc_driver.execute = real_execute
     fc = FakeFcHost(tmp_path / "fc")
@@ -447,30 +447,34 @@ def test_fc_copy_goes_through_a_host_attach(fc_driver, ise, tmp_path, monkeypatc
     wwns = fc_driver.target_wwns()
     for n, wwn in enumerate(wwns):
         fc.add_target_port(5, 0, n, wwn)
-    links = [link for wwn in wwns for link in fc.zone(wwn, 1)]
-    monkeypatch.setattr(LibvirtFibreChannelVolumeDriver, "connector_factory",
-                        staticmethod(lambda *args: FakeFcConnector(fc)))
-    monkeypatch.setattr(LibvirtFibreChannelVolumeDriver, "sysfs_root", str(fc.sys))
-    monkeypatch.setattr(LibvirtFibreChannelVolumeDriver, "dev_root", str(fc.dev))
-    monkeypatch.setattr(LibvirtFibreChannelVolumeDriver, "lock_dir", str(tmp_path / "locks"))
-    fake_libvirt.open("qemu:///system")  # the host the attacher checks for users
+    scanned: list = []  # what each scan found: the LUN's by-path links
 
-    devices = {os.path.realpath(link) for link in links}  # the LUN's disk(s)
+    class ScanningConnector(FakeFcConnector):
+        fill = None  # what the array returns for the LUN, on the next scan
+
+        def connect_volume(self, props):
+            links = [link for wwn in wwns for link in fc.zone(wwn, 1)]
+            for link in links if self.fill else ():
+                with open(os.path.realpath(link), "r+b") as f:
+                    f.write(self.fill)
+            scanned.append({link: os.path.realpath(link) for link in links})
+            return super().connect_volume(props)
+
+    monkeypatch.setattr(fc_driver, "host_connector", lambda: fibre_channel.FibreChannelConnector(
+        fc_driver.execute, sysfs_root=str(fc.sys), dev_root=str(fc.dev),
+        lock_dir=str(tmp_path / "locks"), brick_factory=lambda *args: ScanningConnector(fc)))
+
     fc_driver.create_volume("vol1", 1)
     image = tmp_path / "in.raw"
     image.write_bytes(b"\x6b" * 65536)
     fc_driver.copy_image_to_volume(str(image), "vol1", FC)
+    (links,) = scanned
     assert not any(link.exists() for link in links)  # detached again
-    written = [d for d in devices if _head(d, 65536) == b"\x6b" * 65536]
+    written = [d for d in set(links.values()) if _head(d, 65536) == b"\x6b" * 65536]
     assert len(written) == 1
     assert ise.state()["allocations"] == {}  # presented for the copy only
 
-    # The fake's LUN lives in per-scan disk files: a fresh scan shows new ones,
-    # holding what the array would return.
-    links = [link for wwn in wwns for link in fc.zone(wwn, 1)]
-    for link in links:
-        with open(os.path.realpath(link), "r+b") as f:
-            f.write(b"\x6b" * 65536)
+    ScanningConnector.fill = b"\x6b" * 65536
     out = tmp_path / "out.qcow2"
     fc_driver.copy_volume_to_image("vol1", str(out), "qcow2", FC)
     check = tmp_path / "check.raw"

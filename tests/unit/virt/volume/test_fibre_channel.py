@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 
 from hvplug import exception
+from hvplug.connection_schema import fc_luns
+from hvplug.initiator.connectors import fibre_channel
+from hvplug.initiator.connectors.fibre_channel import BrickExecute
 from hvplug.virt import attach, inspect
-from hvplug.virt.volume import fibre_channel
-from hvplug.virt.volume.fibre_channel import (
-    BrickExecute,
-    LibvirtFibreChannelVolumeDriver,
-    fc_luns,
-)
+from hvplug.virt.volume import base
+from hvplug.virt.volume.fibre_channel import LibvirtFibreChannelVolumeDriver
 from tests.fakefcsysfs import SECTORS, FakeFcConnector, FakeFcHost
 from tests.xmlcheck import assert_valid_disk
 
@@ -89,25 +88,23 @@ def calls(connectors) -> list[str]:
 def test_ise_connection_info_consumed_unchanged(host, connectors, zoned, tmp_path):
     driver, info = LibvirtFibreChannelVolumeDriver(host), ise_info()
     original = copy.deepcopy(info)
-    driver.connect_volume(info, "guest")
+    device = driver.connect_volume(info, "guest").device
 
     (connector, (multipath, tries, lock_dir)), = connectors
     assert connector.calls == [("connect_volume", original["data"])]
     assert (multipath, tries) == (False, 3)  # [libvirt] defaults
     assert lock_dir == str(tmp_path / "locks")
-    data = info["data"]
-    assert data["device_path"] == str(zoned[0])
-    assert data["device_path"].endswith(f"/disk/by-path/pci-0000:05:00.2-fc-0x{WWN_A}-lun-1")
-    assert data["multipath"] is False and data["scsi_wwn"]
+    assert device.path == str(zoned[0])
+    assert device.path.endswith(f"/disk/by-path/pci-0000:05:00.2-fc-0x{WWN_A}-lun-1")
+    assert device.multipath is False and device.scsi_wwn
     # What the array sent is still there as sent (os-brick rewrote only its own copy).
-    added = {"device_path", "multipath", "scsi_wwn"}
-    assert {k: v for k, v in data.items() if k not in added} == original["data"]
+    assert info == original
 
 
 def test_get_config_is_a_native_block_disk(host, connectors, zoned):
     driver, info = LibvirtFibreChannelVolumeDriver(host), ise_info()
-    driver.connect_volume(info, "guest")
-    xml = driver.get_config(info, {"dev": "sdb", "bus": "scsi"}).to_xml()
+    connection = driver.connect_volume(info, "guest")
+    xml = driver.get_config(connection, {"dev": "sdb", "bus": "scsi"}).to_xml()
     assert_valid_disk(xml)
     assert "type=\"block\"" in xml and f'dev="{zoned[0]}"' in xml
     assert 'cache="none"' in xml and 'io="native"' in xml and "<serial>42</serial>" in xml
@@ -117,9 +114,9 @@ def test_get_config_is_a_native_block_disk(host, connectors, zoned):
                          ids=["string", "0x-prefixed"])
 def test_single_string_target_wwn(host, connectors, zoned, wwns):
     info = ise_info(wwns=wwns)
-    LibvirtFibreChannelVolumeDriver(host).connect_volume(info, "guest")
+    connection = LibvirtFibreChannelVolumeDriver(host).connect_volume(info, "guest")
     assert info["data"]["target_wwn"] == wwns
-    assert info["data"]["device_path"] == str(zoned[0])
+    assert connection.device.path == str(zoned[0])
 
 
 def test_target_wwns_and_luns_are_paired():
@@ -147,10 +144,10 @@ def test_multipath_device(host, connectors, zoned, fc, config_fixture):
     config_fixture.config(group="libvirt", fc_use_multipath=True)
     mapper = fc.multipath(zoned)
     driver, info = LibvirtFibreChannelVolumeDriver(host), ise_info()
-    driver.connect_volume(info, "guest")
+    connection = driver.connect_volume(info, "guest")
     assert connectors[0][1][0] is True
-    assert info["data"]["device_path"] == str(mapper) and info["data"]["multipath"] is True
-    disk = driver.get_config(info, {"dev": "sdb", "bus": "scsi"})
+    assert connection.device.path == str(mapper) and connection.device.multipath is True
+    disk = driver.get_config(connection, {"dev": "sdb", "bus": "scsi"})
     assert disk.source_path == str(mapper)
     # The map is recognised as this volume, and rebuilt into connection_info.
     assert driver.is_same_volume(disk, ise_info())
@@ -184,7 +181,7 @@ def test_disconnect_skipped_while_another_domain_uses_the_lun(
     first, second = make_guest(), make_guest()
     for guest in (first, second):
         attach.attach_volume(host, registry, guest, ise_info(multiattach=True), bus="scsi")
-    with caplog.at_level("INFO", logger=fibre_channel.__name__):
+    with caplog.at_level("INFO", logger=base.__name__):
         attach.detach_volume(host, registry, first, ise_info())
     assert calls(connectors) == ["connect_volume", "connect_volume"]
     assert second in caplog.text and fc.deleted_disks() == []
@@ -269,7 +266,7 @@ def test_lun_not_zoned_names_the_wwpns(host, connectors, fc):
     with pytest.raises(exception.FibreChannelDeviceNotFound) as err:
         LibvirtFibreChannelVolumeDriver(host).connect_volume(info, "guest")
     assert f"{HBA_A}, {HBA_B}" in str(err.value) and "zoning" in str(err.value)
-    assert "device_path" not in info["data"]
+    assert info == ise_info()
 
 
 def test_unknown_initiators_are_warned_about(host, connectors, fc, caplog):
@@ -284,14 +281,14 @@ def test_other_os_brick_errors_are_wrapped(host, connectors, zoned):
     from os_brick import exception as brick
 
     driver = LibvirtFibreChannelVolumeDriver(host)
-    driver.connect_volume(ise_info(), "guest")
+    connection = driver.connect_volume(ise_info(), "guest")
     connector = connectors[0][0]
 
     def fail(*args, **kwargs):
         raise brick.BrickException("multipath -f mpatha failed")
     connector.disconnect_volume = fail
     with pytest.raises(exception.FibreChannelFailed) as err:
-        driver.disconnect_volume(ise_info(), "gone")
+        driver.disconnect_volume(connection, "gone")
     assert "could not disconnect: multipath -f mpatha failed" in str(err.value)
 
 
@@ -311,6 +308,7 @@ def _python(code: str, *args: str) -> str:
 
 def test_importing_hvplug_does_not_import_os_brick():
     code = ("import sys, hvplug.cli.main, hvplug.virt.volume.fibre_channel\n"
+            "import hvplug.initiator.connectors.fibre_channel\n"
             "from hvplug.virt.volume.registry import load\n"
             "load([])\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
@@ -322,7 +320,7 @@ SETUP = """
 import json, os, sys
 from hvplug.conf import CONF
 CONF(sys.argv[2:], project="hvplug", default_config_files=[])
-from hvplug.virt.volume import fibre_channel
+from hvplug.initiator.connectors import fibre_channel
 fibre_channel.prepare_os_brick(sys.argv[1])
 from os_brick import privileged
 print(json.dumps({"oslo": CONF.oslo_concurrency.lock_path, "brick": CONF.os_brick.lock_path,
@@ -529,10 +527,10 @@ def real_brick(fc, tmp_path, monkeypatch):
 
 def test_real_connector_connects_the_by_path_device(host, real_brick, zoned, fc, tmp_path):
     driver, info = LibvirtFibreChannelVolumeDriver(host, execute=real_brick), ise_info()
-    driver.connect_volume(info, "guest")
+    device = driver.connect_volume(info, "guest").device
     link = f"/dev/disk/by-path/pci-0000:05:00.2-fc-0x{WWN_A}-lun-1"
-    assert info["data"]["device_path"] == link
-    assert info["data"]["scsi_wwn"] == "36001f4a0c0d1000100000000"
+    assert device.path == link
+    assert device.scsi_wwn == "36001f4a0c0d1000100000000"
     assert ("dd", f"if={link}", "of=/dev/null", "count=1") in real_brick.calls
     assert ("/lib/udev/scsi_id", "--page", "0x83", "--whitelisted", link) in real_brick.calls
     assert not [c for c in real_brick.calls if "scan" in " ".join(c)]  # found at once
@@ -548,11 +546,12 @@ def test_real_connector_rescans_the_zoned_hba(host, real_brick, fc):
     fc.add_target_port(6, 0, 1, WWN_A)
     real_brick.on_scan = [(WWN_A, 1)]
     info = ise_info(wwns=WWNS[0])
-    LibvirtFibreChannelVolumeDriver(host, execute=real_brick).connect_volume(info, "guest")
+    connection = LibvirtFibreChannelVolumeDriver(host, execute=real_brick).connect_volume(
+        info, "guest")
     scans = [(c, kw["input"]) for c, kw in zip(real_brick.calls, real_brick.kwargs, strict=True)
              if c[0] == "tee"]
     assert scans == [(("tee", "-a", "/sys/class/scsi_host/host5/scan"), "0 1 1")]
-    assert info["data"]["device_path"].endswith(f"-fc-0x{WWN_A}-lun-1")
+    assert connection.device.path.endswith(f"-fc-0x{WWN_A}-lun-1")
 
 
 def test_real_connector_gives_up_after_the_scan_tries(host, real_brick, fc, config_fixture):
@@ -568,9 +567,9 @@ def test_real_connector_gives_up_after_the_scan_tries(host, real_brick, fc, conf
 
 def test_real_connector_disconnect_removes_every_path(host, real_brick, zoned, fc):
     driver, info = LibvirtFibreChannelVolumeDriver(host, execute=real_brick), ise_info()
-    driver.connect_volume(info, "guest")
+    connection = driver.connect_volume(info, "guest")
     del real_brick.calls[:], real_brick.kwargs[:]
-    driver.disconnect_volume(info, "guest")
+    driver.disconnect_volume(connection, "guest")
     writes = [(c[-1], kw["input"]) for c, kw in zip(real_brick.calls, real_brick.kwargs,
                                                     strict=True) if c[0] == "tee"]
     assert writes == [("/sys/block/sda/device/delete", "1"),

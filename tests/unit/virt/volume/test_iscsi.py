@@ -19,10 +19,13 @@ from pathlib import Path
 import pytest
 
 from hvplug import exception
+from hvplug.connection_schema import ISCSITarget
 from hvplug.initiator import devices, iscsiadm
+from hvplug.initiator.connectors import iscsi
+from hvplug.initiator.connectors.base import ISCSIPath
 from hvplug.utils import executor
 from hvplug.virt import attach, config, inspect
-from hvplug.virt.volume import iscsi
+from hvplug.virt.volume import base
 from hvplug.virt.volume.iscsi import LibvirtISCSIVolumeDriver
 from hvplug.virt.volume.registry import VolumeDriverRegistry
 from tests.fakeiscsiadm import FakeIscsiadm, split_portal
@@ -240,7 +243,7 @@ def test_cxgb4i_transcript(rig, make_driver, config_fixture):
     config_fixture.config(group="libvirt", iscsi_iface=iface)
     driver, info = make_driver(), make_info()
 
-    driver.connect_volume(info, "guest")
+    connection = driver.connect_volume(info, "guest")
     assert rig.transcript() == [
         "iscsiadm -m iface -I cxgb4i.00:07:43:28:b2:58 -o show",
         "iscsiadm -m discovery -t sendtargets -p 10.0.0.1:3260 -I cxgb4i.00:07:43:28:b2:58",
@@ -253,14 +256,16 @@ def test_cxgb4i_transcript(rig, make_driver, config_fixture):
     ]
     link = rig.device_path(PORTAL, IQN, 1, "cxgb4i")
     assert link.name.startswith("pci-0000:05:00.4-ip-")
-    data = info["data"]
-    assert data["device_path"] == str(link) and data["iface"] == iface
-    assert data["sessions"] == [{"portal": PORTAL, "iqn": IQN, "lun": 1, "sid": 1,
-                                 "transport": "cxgb4i", "device": str(link)}]
-    assert data["multipath"] is False
+    device = connection.device
+    assert device.path == str(link) and device.iface == iface
+    assert device.paths == (ISCSIPath(portal=PORTAL, iqn=IQN, lun=1, sid=1,
+                                      transport="cxgb4i", device=str(link)),)
+    assert device.multipath is False
+    assert connection.portal == PORTAL
+    assert info == make_info()  # the caller's document is never written into
 
     del rig.calls[:]
-    driver.disconnect_volume(info, "guest")
+    driver.disconnect_volume(connection, "guest")
     assert rig.transcript() == [
         f"iscsiadm -m node -T {IQN} -p 10.0.0.1:3260 -I cxgb4i.00:07:43:28:b2:58 --logout",
         f"iscsiadm -m node -T {IQN} -p 10.0.0.1:3260 -I cxgb4i.00:07:43:28:b2:58 -o delete",
@@ -279,7 +284,7 @@ def test_every_transport_connects_and_disconnects(rig, make_driver, config_fixtu
         config_fixture.config(group="libvirt", iscsi_iface=iface)
     driver, info = make_driver(), make_info()
 
-    driver.connect_volume(info, "guest")
+    connection = driver.connect_volume(info, "guest")
     check = [] if transport == "default" else [f"iscsiadm -m iface -I {iface} -o show"]
     assert rig.transcript() == check + connect_lines(iface)
     for argv in rig.calls:
@@ -287,11 +292,12 @@ def test_every_transport_connects_and_disconnects(rig, make_driver, config_fixtu
             assert argv[argv.index("-I") + 1] == iface
     session_transport = "tcp" if transport == "default" else transport
     assert [s.transport for s in rig.sessions] == [session_transport]
-    assert info["data"]["device_path"] == str(rig.device_path(PORTAL, IQN, 1, session_transport))
-    assert Path(info["data"]["device_path"]).resolve() == rig.dev_root / "sda"
+    assert connection.device.path == str(rig.device_path(PORTAL, IQN, 1, session_transport))
+    assert Path(connection.device.path).resolve() == rig.dev_root / "sda"
 
     del rig.calls[:]
-    driver.disconnect_volume(info if recorded else make_info(), "guest")
+    driver.disconnect_volume(connection if recorded else driver.connection_of(make_info()),
+                             "guest")
     listing = [] if recorded else ["iscsiadm -m session"]
     assert rig.transcript() == [*listing, f"{node(iface)} --logout", f"{node(iface)} -o delete"]
     assert rig.deleted_disks == ["sda"]
@@ -316,7 +322,7 @@ def test_ipv6_portal(rig, make_driver):
     assert rig.transcript() == connect_lines("default", portal=portal)
     # open-iscsi names the record file without brackets
     assert rig.node_files() == [f"{IQN}/2001:db8::1,3260,1/default"]
-    driver.disconnect_volume(make_info(portal=portal), "guest")
+    driver.disconnect_volume(driver.connection_of(make_info(portal=portal)), "guest")
     rig.assert_nothing_left()
 
 
@@ -350,7 +356,7 @@ def test_fallback_off_fails_and_leaves_nothing(rig, make_driver, config_fixture)
         make_driver().connect_volume(info, "guest")
     assert missing in str(err.value) and "no iface record" in str(err.value)
     assert rig.transcript() == [f"iscsiadm -m iface -I {missing} -o show"]
-    assert "device_path" not in info["data"]
+    assert info == make_info()
     rig.assert_nothing_left()
 
 
@@ -368,8 +374,7 @@ def test_missing_hardware(rig, make_driver, config_fixture, transport):
 
     config_fixture.config(group="libvirt", iscsi_iface_fallback=True)
     info = make_info()
-    make_driver().connect_volume(info, "guest")
-    assert info["data"]["iface"] == "default"
+    assert make_driver().connect_volume(info, "guest").device.iface == "default"
 
 
 def test_transport_module_missing_fails_cleanly(rig, make_driver, config_fixture):
@@ -407,12 +412,13 @@ def test_stuck_login_on_one_portal_moves_to_the_next(rig, make_driver):
     rig.add_target(IQN, portals=[PORTAL, second])
     rig.hang("login")
     info = make_info(target_portals=[PORTAL, second])
-    make_driver().connect_volume(info, "guest")
-    assert info["data"]["selected_target"]["portal"] == second
+    assert make_driver().connect_volume(info, "guest").portal == second
     assert [s.portal for s in rig.sessions] == [second]
     # Discovery at the second portal wrote the first one's record again; the
     # disconnect removes the records of every portal the volume lists.
-    make_driver().disconnect_volume(make_info(target_portals=[PORTAL, second]), "guest")
+    driver = make_driver()
+    driver.disconnect_volume(driver.connection_of(make_info(target_portals=[PORTAL, second])),
+                             "guest")
     rig.assert_nothing_left()
 
 
@@ -421,8 +427,8 @@ def test_dead_first_portal(rig, make_driver, caplog):
     rig.add_target(IQN, portals=[second])
     info = make_info(target_portals=[PORTAL, second])
     with caplog.at_level(logging.WARNING, logger=iscsi.__name__):
-        make_driver().connect_volume(info, "guest")
-    assert info["data"]["sessions"][0]["portal"] == second
+        connection = make_driver().connect_volume(info, "guest")
+    assert connection.device.paths[0].portal == second
     assert "Connection refused" in caplog.text and PORTAL in caplog.text
 
 
@@ -533,23 +539,23 @@ def test_multipath_over_two_portals(rig, make_driver, config_fixture):
     info = make_info(target_portals=[PORTAL, second], target_iqns=[IQN, IQN],
                      target_luns=[1, 1])
     driver = make_driver()
-    driver.connect_volume(info, "guest")
+    connection = driver.connect_volume(info, "guest")
     assert rig.transcript() == connect_lines("default") + connect_lines("default", second)
-    data = info["data"]
-    assert data["device_path"] == str(rig.dev_root / "mapper" / "mpatha")
-    assert data["multipath"] is True
-    assert [(p["portal"], p["device"]) for p in data["sessions"]] == [
+    device = connection.device
+    assert device.path == str(rig.dev_root / "mapper" / "mpatha")
+    assert device.multipath is True
+    assert [(p.portal, p.device) for p in device.paths] == [
         (PORTAL, str(rig.device_path(PORTAL, IQN, 1))),
         (second, str(rig.device_path(second, IQN, 1)))]
 
     disk = config.LibvirtConfigGuestDisk.from_xml(
-        driver.get_config(info, {"dev": "sdb", "bus": "scsi"}).to_xml())
+        driver.get_config(connection, {"dev": "sdb", "bus": "scsi"}).to_xml())
     assert driver.handles_disk(disk) and driver.is_same_volume(disk, make_info())
     rebuilt = LibvirtISCSIVolumeDriver.connection_info_from_disk(disk)
     assert rebuilt["data"]["target_portals"] == [PORTAL, second]
 
     del rig.calls[:]
-    driver.disconnect_volume(rebuilt, "guest")
+    driver.disconnect_volume(driver.connection_of(rebuilt, disk), "guest")
     assert rig.transcript() == [
         "multipath -f mpatha", "iscsiadm -m session",
         f"{node('default')} --logout", f"{node('default')} -o delete",
@@ -565,9 +571,9 @@ def test_multipath_without_a_map_falls_back_to_one_path(rig, make_driver, config
     rig.add_target(IQN, portals=[PORTAL, second])
     info = make_info(target_portals=[PORTAL, second])
     with caplog.at_level(logging.WARNING, logger=iscsi.__name__):
-        make_driver().connect_volume(info, "guest")
-    assert info["data"]["device_path"] == str(rig.device_path(PORTAL, IQN, 1))
-    assert info["data"]["multipath"] is False and len(rig.sessions) == 2
+        connection = make_driver().connect_volume(info, "guest")
+    assert connection.device.path == str(rig.device_path(PORTAL, IQN, 1))
+    assert connection.device.multipath is False and len(rig.sessions) == 2
     assert "no multipath device" in caplog.text
     assert sleeps == [1.0, 2.0]
 
@@ -577,8 +583,8 @@ def test_multipath_without_a_map_falls_back_to_one_path(rig, make_driver, config
 def test_get_config(rig, make_driver):
     rig.add_target(IQN, portals=[PORTAL])
     driver, info = make_driver(), make_info(qos_specs={"total_iops_sec": 500})
-    driver.connect_volume(info, "guest")
-    xml = driver.get_config(info, {"dev": "sdb", "bus": "scsi"}).to_xml()
+    connection = driver.connect_volume(info, "guest")
+    xml = driver.get_config(connection, {"dev": "sdb", "bus": "scsi"}).to_xml()
     assert_valid_disk(xml)
     assert xml.split() == f"""<disk type="block" device="disk">
       <driver name="qemu" type="raw" cache="none" io="native"/>
@@ -591,8 +597,9 @@ def test_get_config(rig, make_driver):
 
 def test_get_config_before_connect_names_the_by_path_link(make_driver, config_fixture):
     config_fixture.config(group="libvirt", disk_cachemode="writeback")
-    disk = make_driver().get_config(make_info(portal="[2001:db8::1]:3260"),
-                                    {"dev": "vdb", "bus": "virtio"})
+    driver = make_driver()
+    disk = driver.get_config(driver.connection_of(make_info(portal="[2001:db8::1]:3260")),
+                             {"dev": "vdb", "bus": "virtio"})
     assert disk.source_path.endswith(f"/disk/by-path/ip-2001:db8::1:3260-iscsi-{IQN}-lun-1")
     assert disk.driver_io is None  # QEMU wants the host cache bypassed for aio=native
 
@@ -732,7 +739,7 @@ def test_multiattach_keeps_everything_until_the_last_domain(rig, host, make_gues
     for guest in (first, second):
         attach.attach_volume(host, registry, guest, make_info(multiattach=True), bus="scsi")
     del rig.calls[:]
-    with caplog.at_level(logging.INFO, logger=iscsi.__name__):
+    with caplog.at_level(logging.INFO, logger=base.__name__):
         attach.detach_volume(host, registry, first, make_info())
     assert rig.calls == [] and second in caplog.text
     assert not (rig.sysfs / "block" / "sda" / "device" / "delete").exists()
@@ -851,10 +858,11 @@ def test_session_match_without_sysfs_ifacename_uses_the_transport(tmp_path, host
                f"cxgb4i: [2] 10.0.0.1:3260,1 {IQN} (non-flash)\n")
     driver = LibvirtISCSIVolumeDriver(host, execute=lambda *cmd, **kw: (listing, ""),
                                       sysfs_root=str(tmp_path), dev_root=str(tmp_path))
-    target = iscsi.ISCSITarget("10.0.0.1", 3260, IQN, 1)
-    assert driver._session(target, f"cxgb4i.{HWADDRESS}").sid == 2
-    assert driver._session(target, "default").sid == 1
-    assert driver._session(target, "iser") is None
+    target = ISCSITarget("10.0.0.1", 3260, IQN, 1)
+    connector = driver.connector
+    assert connector._session(target, f"cxgb4i.{HWADDRESS}").sid == 2
+    assert connector._session(target, "default").sid == 1
+    assert connector._session(target, "iser") is None
 
 
 def test_cli_import_path_does_not_import_os_brick():

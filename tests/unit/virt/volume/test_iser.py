@@ -38,8 +38,7 @@ def test_deprecation_warning_once_per_driver(rig, make_driver, caplog):
     rig.add_target(IQN, portals=[PORTAL])
     with caplog.at_level(logging.WARNING, logger=iser.__name__):
         driver = make_driver(LibvirtISERVolumeDriver)
-        driver.connect_volume(iser_info(), "guest")
-        driver.disconnect_volume(iser_info(), "guest")
+        driver.disconnect_volume(driver.connect_volume(iser_info(), "guest"), "guest")
     (warning,) = [r.getMessage() for r in caplog.records]
     assert "deprecated" in warning and "iscsi_iface = iser" in warning
     assert "iser=hvplug.virt.volume.iscsi.LibvirtISCSIVolumeDriver" in warning
@@ -52,14 +51,14 @@ def test_connect_and_disconnect_through_the_iser_iface(rig, make_driver, config_
     config_fixture.config(group="libvirt", iscsi_iface="cxgb4i.00:07:43:28:b2:58")
     rig.add_target(IQN, portals=[PORTAL])
     driver, info = make_driver(LibvirtISERVolumeDriver), iser_info()
-    driver.connect_volume(info, "guest")
+    connection = driver.connect_volume(info, "guest")
     assert rig.transcript() == ["iscsiadm -m iface -I iser -o show", *connect_lines("iser")]
     assert [s.transport for s in rig.sessions] == ["iser"]
-    assert info["data"]["iface"] == "iser"
-    assert info["data"]["device_path"] == str(rig.device_path(PORTAL, IQN, 1, "iser"))
+    assert connection.device.iface == "iser"
+    assert connection.device.path == str(rig.device_path(PORTAL, IQN, 1, "iser"))
 
     del rig.calls[:]
-    driver.disconnect_volume(iser_info(), "guest")
+    driver.disconnect_volume(driver.connection_of(iser_info()), "guest")
     assert rig.transcript() == ["iscsiadm -m session", f"{node('iser')} --logout",
                                 f"{node('iser')} -o delete"]
     rig.assert_nothing_left()
@@ -71,7 +70,8 @@ def test_the_iscsi_driver_with_iface_iser_does_the_same(rig, make_driver, config
     rig.add_target(IQN, portals=[PORTAL])
     make_driver(LibvirtISERVolumeDriver).connect_volume(iser_info(), "guest")
     through_iser = rig.transcript()
-    make_driver(LibvirtISERVolumeDriver).disconnect_volume(iser_info(), "guest")
+    driver = make_driver(LibvirtISERVolumeDriver)
+    driver.disconnect_volume(driver.connection_of(iser_info()), "guest")
     del rig.calls[:]
     config_fixture.config(group="libvirt", iscsi_iface="iser")
     make_driver(LibvirtISCSIVolumeDriver).connect_volume(make_info(), "guest")
@@ -82,8 +82,8 @@ def test_without_rdma_fallback_on_uses_default(rig, make_driver, caplog):
     rig.add_target(IQN, portals=[PORTAL])
     info = iser_info()
     with caplog.at_level(logging.WARNING):
-        make_driver(LibvirtISERVolumeDriver).connect_volume(info, "guest")
-    assert info["data"]["iface"] == "default"
+        connection = make_driver(LibvirtISERVolumeDriver).connect_volume(info, "guest")
+    assert connection.device.iface == "default"
     fallback = [r.getMessage() for r in caplog.records if "falling back" in r.getMessage()]
     assert len(fallback) == 1 and "no RDMA device" in fallback[0]
 
@@ -106,9 +106,9 @@ def test_iser_options(rig, make_driver, config_fixture, sleeps):
     second = "10.0.0.2:3260"
     rig.add_target(IQN, portals=[PORTAL, second])
     info = iser_info(target_portals=[PORTAL, second])
-    make_driver(LibvirtISERVolumeDriver).connect_volume(info, "guest")
-    assert len(info["data"]["sessions"]) == 2
-    assert info["data"]["device_path"].endswith("/mapper/mpatha")
+    connection = make_driver(LibvirtISERVolumeDriver).connect_volume(info, "guest")
+    assert len(connection.device.paths) == 2
+    assert connection.device.path.endswith("/mapper/mpatha")
 
     rig.add_target(IQN + "-slow", portals=[PORTAL], devices_after_rescans=5)
     with pytest.raises(exception.ISCSIDeviceNotFound):

@@ -70,7 +70,7 @@ def test_initiator_name_missing(tmp_path, config_fixture, content):
 def test_get_config_golden(config_fixture):
     config_fixture.config(group="libvirt", iscsi_initiator_name="iqn.1993-08.org.debian:01:unit")
     driver = net.LibvirtNetVolumeDriver(host=None)
-    xml = driver.get_config(INFO, {"dev": "sdb", "bus": "scsi"}).to_xml()
+    xml = driver.get_config(driver.connection_of(INFO), {"dev": "sdb", "bus": "scsi"}).to_xml()
     assert_valid_disk(xml)
     assert_golden(xml, "virt/net_driver_iscsi_ipv6_chap.xml")
     assert "chap-password" not in xml
@@ -80,7 +80,7 @@ def test_connection_info_from_disk_round_trip(config_fixture):
     config_fixture.config(group="libvirt", iscsi_initiator_name="iqn.1993-08.org.debian:01:unit")
     driver = net.LibvirtNetVolumeDriver(host=None)
     disk = config.LibvirtConfigGuestDisk.from_xml(
-        driver.get_config(INFO, {"dev": "sdb", "bus": "scsi"}).to_xml())
+        driver.get_config(driver.connection_of(INFO), {"dev": "sdb", "bus": "scsi"}).to_xml())
     assert driver.handles_disk(disk) and driver.is_same_volume(disk, INFO)
     rebuilt = driver.connection_info_from_disk(disk)
     assert rebuilt["data"] == {"target_iqn": "iqn.2010-10.org.openstack:volume-42",
