@@ -104,7 +104,7 @@ def test_persistent_attach_and_detach(host, make_guest, make_volume):
     users = secrets.users(host, secrets.SecretRef(uuid, "iscsi", volume.usage_id))
     assert [(u.domain, u.where) for u in users] == [(domain, "config")]
     driver = LibvirtNetVolumeDriver(host)
-    driver.disconnect_volume(copy.deepcopy(volume), domain)
+    driver.disconnect_volume(driver.connection_of(copy.deepcopy(volume)), domain)
     assert host.secret_exists(uuid)
 
     # hvplug detach finds it in the configuration and removes it there.

@@ -124,7 +124,7 @@ class Bench:
             secret = self.host.call(lambda conn: conn.secretDefineXML(conf.to_xml()))
             secret.setValue(self.password.encode())
             info["data"]["secret_uuid"] = secret.UUIDString()
-        xml = driver.get_config(info, {"dev": DEV, "bus": BUS}).to_xml()
+        xml = driver.get_config(driver.connection_of(info), {"dev": DEV, "bus": BUS}).to_xml()
         lv = self.host.libvirt
         dom = self.host.call(lambda conn: conn.lookupByName(self.guest))
         t0 = time.perf_counter()

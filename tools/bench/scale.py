@@ -183,7 +183,7 @@ class Raw:
             conf = driver.secret_config(copied)
             conf.uuid = copied["data"]["secret_uuid"] = str(uuid.uuid4())
             dev = "sd" + ("" if n < 26 else LETTERS[n // 26 - 1]) + LETTERS[n % 26]
-            xml = driver.get_config(copied, {"dev": dev, "bus": BUS}).to_xml()
+            xml = driver.get_config(driver.connection_of(copied), {"dev": dev, "bus": BUS}).to_xml()
             self.prepared[id(info)] = (xml, conf.to_xml())
 
     def attach(self, pair) -> None:
