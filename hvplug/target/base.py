@@ -22,10 +22,12 @@ import re
 import secrets
 import stat
 import string
+from collections.abc import Mapping
 
 from hvplug import exception
 from hvplug.target.export import Export, ExportStore, check_volume_id
 from hvplug.utils import executor, fileutils, portals
+from hvplug.utils.masking import redact
 
 LOG = logging.getLogger(__name__)
 
@@ -158,7 +160,7 @@ def check_config_values(export: Export, unsafe: "re.Pattern[str]", where: str,
     password (the password never shown).  ``where`` names the syntax ("a tgt stanza"), ``rule`` says what
     is allowed.
     """
-    values = {"backing store path": export.path}
+    values: dict[str, str | None] = {"backing store path": export.path}
     if export.auth_method == "CHAP":  # an empty user or password is refused, not dropped
         values.update({"CHAP user name": export.auth_username,
                        "CHAP password": export.auth_password})
@@ -167,6 +169,32 @@ def check_config_values(export: Export, unsafe: "re.Pattern[str]", where: str,
             shown = "" if name == "CHAP password" else f" {value!r}"
             raise exception.InvalidInput(
                 reason=f"{name}{shown} cannot go into {where}: it must be non-empty, {rule}")
+
+
+def tool_error(tool: str, action: str, export: Export, cause: str | Exception,
+               conf_file: str | None = None,
+               status_hints: Mapping[int, str] | None = None) -> exception.TargetError:
+    """The ``TargetError`` of ``action`` on ``export`` done with ``tool``
+    (``ietadm``, ``iscsictl``), its CHAP password masked.
+
+    ``cause`` is a message or what was raised: a ``TargetError`` gives its
+    reason; a ``ProcessExecutionError`` its message, followed by
+    ``status_hints[<its exit status>]`` when there is one; an ``OSError``
+    its reason and file (``conf_file`` when it names none).
+    """
+    if isinstance(cause, exception.TargetError):
+        reason = cause.kwargs.get("reason", cause.message)
+    elif isinstance(cause, exception.ProcessExecutionError):
+        reason = cause.message
+        hints, status = status_hints or {}, cause.kwargs.get("status")
+        if isinstance(status, int) and status in hints:
+            reason += f" {hints[status]}"
+    elif isinstance(cause, OSError):
+        reason = f"{cause.strerror or cause} ({cause.filename or conf_file})"
+    else:
+        reason = str(cause)
+    return exception.TargetError(helper=tool, action=action, iqn=export.iqn,
+                                 reason=redact(reason, [export.auth_password or ""]))
 
 
 class Target(abc.ABC):

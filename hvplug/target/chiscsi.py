@@ -25,10 +25,9 @@ import time
 from pathlib import Path
 
 from hvplug import exception, templates
-from hvplug.target.base import ISCSITargetHelper, check_config_values
+from hvplug.target.base import ISCSITargetHelper, check_config_values, tool_error
 from hvplug.target.export import Export
 from hvplug.utils import fileutils
-from hvplug.utils.masking import redact
 
 _CHISCSI_UNSAFE = re.compile(r'[#"\n\r]')
 LOG = logging.getLogger(__name__)
@@ -169,15 +168,5 @@ class ChiscsiAdm(ISCSITargetHelper):
         check_config_values(export, _CHISCSI_UNSAFE, "a chiscsi target file",
                             "without '#', '\"' or line breaks")
 
-    def _error(self, action: str, export: Export, cause) -> exception.TargetError:
-        if isinstance(cause, exception.TargetError):
-            reason = cause.kwargs.get("reason", cause.message)
-        elif isinstance(cause, exception.ProcessExecutionError):
-            reason = cause.message
-        elif isinstance(cause, OSError):
-            reason = f"{cause.strerror or cause} ({cause.filename})"
-        else:
-            reason = str(cause)
-        return exception.TargetError(helper="iscsictl", action=action, iqn=export.iqn,
-                                     reason=redact(reason, [export.auth_password or ""]))
-
+    def _error(self, action: str, export: Export, cause: str | Exception) -> exception.TargetError:
+        return tool_error("iscsictl", action, export, cause)

@@ -64,7 +64,14 @@ class Export:
 
     @property
     def has_chap(self) -> bool:
-        return self.auth_method == "CHAP" and bool(self.auth_username and self.auth_password)
+        return self.chap is not None
+
+    @property
+    def chap(self) -> tuple[str, str] | None:
+        """``(user, password)`` when the export uses CHAP and has both; else None."""
+        if self.auth_method == "CHAP" and self.auth_username and self.auth_password:
+            return self.auth_username, self.auth_password
+        return None
 
     @property
     def name(self) -> str:

@@ -30,10 +30,9 @@ import time
 from pathlib import Path
 
 from hvplug import exception
-from hvplug.target.base import ISCSITargetHelper, check_config_values
+from hvplug.target.base import ISCSITargetHelper, check_config_values, tool_error
 from hvplug.target.export import Export
 from hvplug.utils import fileutils
-from hvplug.utils.masking import redact
 
 _IET_UNSAFE = re.compile(r"[\s,]")
 LOG = logging.getLogger(__name__)
@@ -166,7 +165,7 @@ class IetAdm(ISCSITargetHelper):
     def _create_locked(self, export: Export) -> int:
         tid, created = self._open_target(export)
         # deleting a target also drops its LUNs and accounts
-        undo = [("--op", "delete", f"--tid={tid}")] if created else []
+        undo: list[tuple[str, ...]] = [("--op", "delete", f"--tid={tid}")] if created else []
         try:
             if self._add_lun(tid, export) and not created:
                 undo.append(("--op", "delete", f"--tid={tid}", f"--lun={LUN}"))
@@ -181,7 +180,7 @@ class IetAdm(ISCSITargetHelper):
 
     def _target_exists(self, export: Export) -> bool:
         live = self._volumes().get(export.iqn.casefold())
-        return bool(live) and live.luns.get(LUN) == export.path
+        return live is not None and live.luns.get(LUN) == export.path
 
     def _target_remove(self, export: Export) -> None:
         live = self._volumes().get(export.iqn.casefold())
@@ -231,16 +230,16 @@ class IetAdm(ISCSITargetHelper):
         return True
 
     def _add_account(self, tid: int, export: Export) -> bool:
-        if not export.has_chap:
+        if export.chap is None:
             return False
+        user, password = export.chap
         # ietadm takes a CHAP password only inside --params: IET has no stdin or
         # file input for accounts, so the password is on ietadm's argv (visible
         # in the process list) while it runs.  That is IET's limitation;
         # secrets= at least keeps it out of hvplug's errors.
         self._ietadm("--op", "new", f"--tid={tid}", "--user",
-                     f"--params=IncomingUser={export.auth_username},"
-                     f"Password={export.auth_password}",
-                     secrets=(export.auth_password,))
+                     f"--params=IncomingUser={user},Password={password}",
+                     secrets=(password,))
         return True
 
     def _undo(self, tid: int, steps: list[tuple[str, ...]]) -> None:
@@ -315,17 +314,9 @@ class IetAdm(ISCSITargetHelper):
         check_config_values(export, _IET_UNSAFE, "IET's configuration",
                             "without blanks or commas")
 
-    def _error(self, action: str, export: Export, cause) -> exception.TargetError:
-        if isinstance(cause, exception.ProcessExecutionError):
-            reason = cause.message
-            if cause.kwargs.get("status") == EXIT_ECONNREFUSED:
-                reason += " Is ietd running?"
-        elif isinstance(cause, OSError):
-            reason = f"{cause.strerror or cause} ({cause.filename or self.conf.iet_conf})"
-        else:
-            reason = getattr(cause, "message", str(cause))
-        return exception.TargetError(helper="ietadm", action=action, iqn=export.iqn,
-                                     reason=redact(reason, [export.auth_password or ""]))
+    def _error(self, action: str, export: Export, cause: str | Exception) -> exception.TargetError:
+        return tool_error("ietadm", action, export, cause, conf_file=self.conf.iet_conf,
+                          status_hints={EXIT_ECONNREFUSED: "Is ietd running?"})
 
 
 def _read(path) -> str:

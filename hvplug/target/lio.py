@@ -292,7 +292,7 @@ class LioAdm(ISCSITargetHelper):
             except (rtslib.RTSLibError, OSError, RuntimeError) as e:
                 raise exception.TargetError(
                     helper=self.helper_name, action=action, iqn=export.iqn,
-                    reason=masking.redact(str(e), [export.auth_password])) from e
+                    reason=masking.redact(str(e), [export.auth_password or ""])) from e
 
     def _save(self, root) -> None:
         """The whole LIO configuration to ``lio_saveconfig``, mode 0600."""
@@ -327,6 +327,6 @@ class LioAdm(ISCSITargetHelper):
             return
         LOG.warning("LIO had no configuration (target service restarted?); "
                     "restored it from %s", path)
-        secrets = [e.auth_password for e in self.store.all()]
+        secrets = [e.auth_password for e in self.store.all() if e.auth_password]
         for error in errors:
             LOG.warning("restoring %s: %s", path, masking.redact(error, secrets))

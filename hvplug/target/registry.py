@@ -23,10 +23,17 @@ HELPER_CLASSES = {
 
 
 def helper_class(name: str) -> type[ISCSITargetHelper]:
+    path = HELPER_CLASSES[name]
     try:
-        return import_class(HELPER_CLASSES[name], ISCSITargetHelper)
+        cls = import_class(path)
     except ImportClassError as exc:
         raise exception.InvalidInput(reason=f"[target] iscsi_helper = {name}: {exc.reason}") from None
+    # checked here, not by import_class(path, base): a type checker takes no
+    # abstract class where that expects a type[T]
+    if not issubclass(cls, ISCSITargetHelper):
+        raise exception.InvalidInput(reason=f"[target] iscsi_helper = {name}: {path} is not "
+                                     f"a {ISCSITargetHelper.__name__} subclass")
+    return cls
 
 
 def target_from_conf(conf, helper: str | None = None, execute=None) -> ISCSITargetHelper:

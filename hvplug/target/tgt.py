@@ -174,7 +174,7 @@ class TgtAdm(ISCSITargetHelper):
         return done, failed
 
     def _ensure(self, export: Export, info: TargetInfo | None) -> None:
-        if not self._serves(export, info):
+        if info is None or not self._serves(export, info):
             self._recreate(export)
             return
         text = self.stanza(export)
@@ -225,8 +225,9 @@ class TgtAdm(ISCSITargetHelper):
         is the check (tgtd answers "already exists") and the repair at once.
         """
         self._ensure_lun(ipc, tid, export)
-        if export.auth_method == "CHAP":
-            self._bind_account(ipc, tid, export)
+        # check_stanza_values refused a CHAP export without user or password
+        if export.chap is not None:
+            self._bind_account(ipc, tid, *export.chap)
         tolerate(Err.ACL_EXIST, ipc.bind_initiator, tid, address="ALL")
         if self._ensure_lun(ipc, tid, export):
             LOG.warning("LUN %s of %s was missing after creation; re-created it",
@@ -295,16 +296,15 @@ class TgtAdm(ISCSITargetHelper):
         page = WRITE_CACHE_ON_PAGE if self.conf.iscsi_write_cache else WRITE_CACHE_OFF_PAGE
         ipc.request(Mode.DEVICE, Op.UPDATE, {"mode_page": page}, tid=tid, lun=export.lun)
 
-    def _bind_account(self, ipc: TgtdIPC, tid: int, export: Export) -> None:
-        user = export.auth_username
+    def _bind_account(self, ipc: TgtdIPC, tid: int, user: str, password: str) -> None:
         try:
-            self.tgtd.new_account(user, export.auth_password)
+            self.tgtd.new_account(user, password)
         except TgtdError as exc:
             if exc.code != Err.USER_EXIST:
                 raise
             # A leftover of this export may hold an older password.
             self.tgtd.delete_account(user)
-            self.tgtd.new_account(user, export.auth_password)
+            self.tgtd.new_account(user, password)
         # tgtd answers USER_EXIST when the account is bound already
         tolerate(Err.USER_EXIST, ipc.bind_account, tid, user)
 

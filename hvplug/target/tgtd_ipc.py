@@ -60,7 +60,11 @@ class AccountDir(enum.IntEnum):  # enum tgtadm_account_dir
 
 
 class Err(enum.IntEnum):  # enum tgtadm_errno, with tgtadm's own wording
-    def __new__(cls, value: int, text: str):
+    text: str
+
+    # ``text`` has a default only for type checkers, which read ``Err(code)``
+    # as a call of this: it is a lookup by value, which never calls it.
+    def __new__(cls, value: int, text: str = "") -> "Err":
         member = int.__new__(cls, value)
         member._value_ = value
         member.text = text

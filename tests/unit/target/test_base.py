@@ -7,7 +7,7 @@ from hvplug import exception
 from hvplug.conf import CONF
 from hvplug.conf.choices import TARGET_HELPERS
 from hvplug.target import base, registry
-from hvplug.target.export import ExportStore
+from hvplug.target.export import Export, ExportStore
 from tests.unit.target import fakehelper
 
 
@@ -367,3 +367,53 @@ def test_bad_initiator_names_are_refused_before_any_grant(target, vol, initiator
         target.initialize_connection("a", {"initiator": initiator})
     assert repr(initiator) in str(err.value) and "\n" not in str(err.value)
     assert fakehelper.DAEMON[target.iqn("a")]["acl"] == []
+
+
+def test_a_helper_path_naming_no_target_helper_is_refused(monkeypatch):
+    monkeypatch.setitem(registry.HELPER_CLASSES, "tgtadm", "hvplug.target.export.ExportStore")
+    with pytest.raises(exception.InvalidInput) as err:
+        registry.helper_class("tgtadm")
+    assert str(err.value) == ("Invalid input: [target] iscsi_helper = tgtadm: "
+                              "hvplug.target.export.ExportStore is not a "
+                              "ISCSITargetHelper subclass")
+
+
+def _export(**values):
+    fields = {"volume_id": "v", "path": "/srv/v.img", "iqn": "iqn.2010-10.org.x:volume-v",
+              "helper": "ietadm", "portals": ["192.0.2.10:3260"],
+              "auth_username": "user1", "auth_password": "Secret99"}
+    return Export(**{**fields, **values})
+
+
+@pytest.mark.parametrize(("values", "chap"), [
+    ({}, ("user1", "Secret99")),
+    ({"auth_method": None}, None),
+    ({"auth_username": ""}, None),
+    ({"auth_password": None}, None),
+])
+def test_chap_credentials_only_when_complete(values, chap):
+    export = _export(**values)
+    assert export.chap == chap and export.has_chap is (chap is not None)
+
+
+def test_tool_error_words_each_cause_and_masks_the_password():
+    export = _export()
+    failed = exception.ProcessExecutionError(cmd="ietadm", status=145,
+                                             stderr="Secret99 refused")
+    hints = {145: "Is ietd running?"}
+    assert base.tool_error("ietadm", "create", export, failed, status_hints=hints).message == (
+        "ietadm could not create target iqn.2010-10.org.x:volume-v: "
+        "ietadm exited 145: *** refused Is ietd running?")
+    other = exception.ProcessExecutionError(cmd="ietadm", status=1, stderr="no")
+    assert base.tool_error("ietadm", "create", export, other,
+                           status_hints=hints).kwargs["reason"] == "ietadm exited 1: no"
+    inner = exception.TargetError(helper="iscsictl", action="create", iqn="x", reason="why")
+    assert base.tool_error("iscsictl", "create", export, inner).kwargs["reason"] == "why"
+    gone = FileNotFoundError(2, "No such file or directory")
+    assert base.tool_error("ietadm", "remove", export, gone, conf_file="/etc/ietd.conf") \
+        .kwargs["reason"] == "No such file or directory (/etc/ietd.conf)"
+    gone.filename = "/srv/x"
+    assert base.tool_error("ietadm", "remove", export, gone, conf_file="/etc/ietd.conf") \
+        .kwargs["reason"] == "No such file or directory (/srv/x)"
+    assert base.tool_error("iscsictl", "check", export, "password Secret99") \
+        .kwargs["reason"] == "password ***"
