@@ -51,11 +51,20 @@ _UUID = re.compile(r"[a-fA-F0-9]{32}|[a-fA-F0-9]{8}-(?:[a-fA-F0-9]{4}-){3}[a-fA-
 _WWN = re.compile(r"(?:0[xX])?[0-9a-fA-F]{16}")
 _ABSOLUTE_PATH = re.compile(r"/.+")
 
-# The Cinder front-end qos_specs keys that become <iotune> elements.
+# The Cinder front-end qos_specs keys that become <iotune> elements: for
+# bytes and iops, a total or read/write limit (``..._sec``), its burst
+# (``..._sec_max``, what Nova passes too) and how long a burst may last in
+# seconds (``..._sec_max_length``, which Nova drops), and size_iops_sec.
+IOTUNE_DIRECTIONS = ("total", "read", "write")
+IOTUNE_LIMITS = tuple(f"{d}_{unit}_sec" for unit in ("bytes", "iops") for d in IOTUNE_DIRECTIONS)
 IOTUNE_KEYS = (
-    "total_bytes_sec", "read_bytes_sec", "write_bytes_sec",
-    "total_iops_sec", "read_iops_sec", "write_iops_sec", "size_iops_sec",
+    *IOTUNE_LIMITS,
+    *(f"{limit}_max" for limit in IOTUNE_LIMITS),
+    *(f"{limit}_max_length" for limit in IOTUNE_LIMITS),
+    "size_iops_sec",
 )
+# QEMU's block sizes (blockio): a power of two from 512 to 32 KiB.
+BLOCK_SIZES = tuple(512 << n for n in range(7))
 
 
 # -- value rules ---------------------------------------------------------------
@@ -142,14 +151,58 @@ def iotune_value(value: Any, key: str) -> int:
 
 
 def qos_specs(value: Any, key: str) -> dict:
-    """Cinder's front-end ``qos_specs``: the iotune keys are limits."""
+    """Cinder's front-end ``qos_specs``: the iotune keys are limits, checked
+    one by one and then together (:func:`check_iotune`)."""
     if not isinstance(value, dict):
         raise inputs.bad(key, f"must be an object, not {inputs.type_name(value)}",
                          error=_ERROR)
-    for name in IOTUNE_KEYS:
-        if value.get(name) is not None:
-            iotune_value(value[name], f"{key}.{name}")
+    limits = {name: iotune_value(value[name], f"{key}.{name}")
+              for name in IOTUNE_KEYS if value.get(name) is not None}
+    check_iotune(limits, key)
     return value
+
+
+def check_iotune(limits: Mapping[str, int | None], key: str = "qos_specs") -> None:
+    """The rules libvirt and QEMU apply across iotune limits (0 or None: no
+    limit), so a document that breaks one is refused before any attach:
+
+    - a total limit or read/write limits, never both (for ``_sec``,
+      ``_sec_max`` and ``_sec_max_length`` alike);
+    - a burst (``X_max``) needs its limit ``X`` and is at least ``X``;
+    - a burst length (``X_max_length``) needs the burst ``X_max``.
+    """
+    def given(name: str) -> int | None:
+        return limits.get(name) or None
+
+    for unit in ("bytes", "iops"):
+        for suffix in ("", "_max", "_max_length"):
+            total = f"total_{unit}_sec{suffix}"
+            clash = [f"{d}_{unit}_sec{suffix}" for d in ("read", "write")
+                     if given(f"{d}_{unit}_sec{suffix}")]
+            if given(total) and clash:
+                raise _ERROR(reason=f"{key}.{total} cannot be combined with "
+                             f"{' or '.join(f'{key}.{c}' for c in clash)}; libvirt takes "
+                             "either the total or the read/write limits")
+    for limit in IOTUNE_LIMITS:
+        avg, burst, length = given(limit), given(f"{limit}_max"), given(f"{limit}_max_length")
+        if burst and not avg:
+            raise _ERROR(reason=f"{key}.{limit}_max (a burst) needs {key}.{limit} too "
+                         "(QEMU bursts above a limit)")
+        if burst and avg and burst < avg:
+            raise _ERROR(reason=f"{key}.{limit}_max ({burst}) is below {key}.{limit} "
+                         f"({avg}); a burst must be at least the limit")
+        if length and not burst:
+            raise _ERROR(reason=f"{key}.{limit}_max_length (how long a burst lasts) needs "
+                         f"{key}.{limit}_max too")
+
+
+def block_size(value: Any, key: str) -> int:
+    """A guest-visible sector size: 512, 1024, ... 32768 bytes."""
+    size = inputs.number(value, key, 0, BLOCK_SIZES[-1], error=_ERROR)
+    if size not in BLOCK_SIZES:
+        raise inputs.bad(key, "must be a power of two from 512 to 32768 (bytes)", value,
+                         error=_ERROR)
+    return size
 
 
 def list_of(each: Check, max_items: int = inputs.MAX_ITEMS) -> Check:
@@ -233,6 +286,8 @@ COMMON = Shape({
     "cacheable": boolean,
     "target_discovered": boolean,
     "qos_specs": qos_specs,
+    "logical_block_size": block_size,
+    "physical_block_size": block_size,
     "device_path": device_path,
     "secret_uuid": uuid,
     "secret_usage": plain_text,
@@ -309,7 +364,22 @@ def check(connection_info: Any, shape: Shape = COMMON) -> dict:
     if absent(connection_info.get("serial")) and not absent(data.get("volume_id")):
         serial(data["volume_id"], "data.volume_id (the disk's serial, since there is no "
                "serial)")
+    logical, physical = data.get("logical_block_size"), data.get("physical_block_size")
+    if not absent(logical) and not absent(physical) and int(physical) < int(logical):
+        raise _ERROR(reason=f"data.physical_block_size ({physical}) is smaller than "
+                     f"data.logical_block_size ({logical}); QEMU needs physical >= logical")
     return connection_info
+
+
+def unknown_keys(connection_info: dict, shape: Shape = COMMON) -> list[str]:
+    """The keys of a checked document that ``shape`` does not declare (they
+    are ignored): outer keys, ``data`` keys and ``qos_specs`` keys, by path."""
+    found = [key for key in connection_info if key not in OUTER.keys]
+    data = connection_info.get("data") or {}
+    found += [f"data.{key}" for key in data if key not in shape.keys]
+    specs = data.get("qos_specs") if "qos_specs" in shape.keys else None
+    found += [f"data.qos_specs.{key}" for key in specs or {} if key not in IOTUNE_KEYS]
+    return found
 
 
 # -- parsed views ----------------------------------------------------------------

@@ -77,6 +77,11 @@ def checked_driver(registry: VolumeDriverRegistry, connection_info):
     check_connection_info(connection_info)
     driver = registry.driver_for(connection_info)
     driver.validate(connection_info)
+    ignored = connection_schema.unknown_keys(connection_info, driver.data_shape)
+    if ignored:
+        LOG.warning("connection_info of volume %s: %s ignored (not a key the %s driver "
+                    "uses)", volume_name(connection_info), ", ".join(ignored),
+                    connection_info["driver_volume_type"])
     return driver
 
 
@@ -196,8 +201,8 @@ def _plug(host, driver, connection_info, domain, dev, bus, live, persistent,
         interrupts.commit()  # done: a signal from now on must not undo it
         return connection
     except BaseException as exc:  # an interrupt too: undo, then re-raise
-        if connection is None:
-            connection = driver.connection_of(connection_info)
+        if connection is None:  # connect failed: undo by what the volume is, not by its keys
+            connection = VolumeConnection(connection_info)
         with interrupts.deferred():
             left = _roll_back(host, driver, connection, domain, dev)
         if isinstance(exc, Exception):

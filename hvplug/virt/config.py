@@ -281,21 +281,9 @@ def _clean_host(item: tuple) -> tuple[str, str | None]:
 
 _SOURCE_PATHS = {"file": "./source/@file", "block": "./source/@dev"}
 
-# libvirt takes either a total limit or read/write limits, never both.
-_IOTUNE_EXCLUSIVE = (
-    ("total_bytes_sec", ("read_bytes_sec", "write_bytes_sec")),
-    ("total_iops_sec", ("read_iops_sec", "write_iops_sec")),
-)
-
-
 def _check_iotune(values: Mapping[str, int | None]) -> None:
-    for total, parts in _IOTUNE_EXCLUSIVE:
-        clash = [part for part in parts if values.get(part) is not None]
-        if values.get(total) is not None and clash:
-            raise exception.InvalidInput(
-                reason=f"qos_specs {total} cannot be combined with "
-                       f"{' or '.join(clash)}; libvirt takes either the total "
-                       f"or the read/write limits")
+    """libvirt's and QEMU's rules across limits (connection_schema.check_iotune)."""
+    connection_schema.check_iotune(values)
 
 
 def _qos_value(key: str, raw: Any) -> int:
@@ -349,13 +337,28 @@ class LibvirtConfigGuestDisk(LibvirtConfigObject):
                                     legacy_paths=["./auth/secret/@usage"])
     target_dev = XMLProperty("./target/@dev")
     target_bus = XMLProperty("./target/@bus")
+    # <iotune>: one property per IOTUNE_KEYS entry, in its order.
     total_bytes_sec = _iotune("total_bytes_sec")
     read_bytes_sec = _iotune("read_bytes_sec")
     write_bytes_sec = _iotune("write_bytes_sec")
     total_iops_sec = _iotune("total_iops_sec")
     read_iops_sec = _iotune("read_iops_sec")
     write_iops_sec = _iotune("write_iops_sec")
+    total_bytes_sec_max = _iotune("total_bytes_sec_max")
+    read_bytes_sec_max = _iotune("read_bytes_sec_max")
+    write_bytes_sec_max = _iotune("write_bytes_sec_max")
+    total_iops_sec_max = _iotune("total_iops_sec_max")
+    read_iops_sec_max = _iotune("read_iops_sec_max")
+    write_iops_sec_max = _iotune("write_iops_sec_max")
+    total_bytes_sec_max_length = _iotune("total_bytes_sec_max_length")
+    read_bytes_sec_max_length = _iotune("read_bytes_sec_max_length")
+    write_bytes_sec_max_length = _iotune("write_bytes_sec_max_length")
+    total_iops_sec_max_length = _iotune("total_iops_sec_max_length")
+    read_iops_sec_max_length = _iotune("read_iops_sec_max_length")
+    write_iops_sec_max_length = _iotune("write_iops_sec_max_length")
     size_iops_sec = _iotune("size_iops_sec")
+    logical_block_size = XMLProperty("./blockio/@logical_block_size", kind="int")
+    physical_block_size = XMLProperty("./blockio/@physical_block_size", kind="int")
     readonly = XMLProperty("./readonly", kind="flag", default=False)
     shareable = XMLProperty("./shareable", kind="flag", default=False)
     serial = XMLProperty("./serial")

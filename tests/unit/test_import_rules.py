@@ -6,7 +6,9 @@
 - ``hvplug.utils``, ``hvplug.conf``, ``hvplug.initiator``, ``hvplug.target``
   and ``hvplug.image`` import neither ``hvplug.virt`` nor ``hvplug.cli``;
 - nothing outside ``hvplug.cli`` imports ``hvplug.cli``;
-- ``hvplug.utils`` and ``hvplug.conf`` import no other layer at all.
+- ``hvplug.utils`` and ``hvplug.conf`` import only each other (and the
+  shared modules); ``hvplug.initiator`` only those two;
+- the shared top-level modules import no layer but ``hvplug.conf``/``utils``.
 
 Every import counts, also one inside a function (a lazy import is still a
 dependency).  doc/architecture.md draws the same picture.
@@ -29,8 +31,10 @@ FORBIDDEN = {
     "virt": {"cli", "drivers", "target"},
     "drivers": {"cli", "virt"},
 }
-# Modules at the top of the package that every layer may use.
+# Modules at the top of the package that every layer may use; they stand on
+# conf and utils only.
 SHARED = {"connection_schema", "exception", "templates"}
+FORBIDDEN.update(dict.fromkeys(SHARED, FORBIDDEN["conf"]))
 
 
 def module_name(path: Path) -> str:
@@ -81,7 +85,7 @@ def test_no_layer_imports_upwards():
 
 def test_every_layer_has_a_rule():
     layers = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
-    assert layers - {"cli"} == set(FORBIDDEN)
+    assert layers - {"cli"} == set(FORBIDDEN) - SHARED
 
 
 @pytest.mark.parametrize(("source", "expected"), [

@@ -299,9 +299,17 @@ class ISCSIConnector(InitiatorConnector):
 
     # -- devices ---------------------------------------------------------------
     def device_path(self, props: dict) -> str:
-        """The recorded device, else the by-path link the primary portal gives."""
-        return props.get("device_path") or str(
-            self.devices.by_path_link(iscsi_targets(props)[0]))
+        """``data.device_path`` if given, else the LUN's existing by-path link
+        (an offload HBA's or iSER's ``pci-...-ip-...`` too, any portal), else
+        the name the software initiator would give the primary portal's."""
+        if props.get("device_path"):
+            return props["device_path"]
+        targets = iscsi_targets(props)
+        for target in targets:
+            links = self.devices.by_path_links(target)
+            if links:
+                return str(links[0])
+        return str(self.devices.by_path_link(targets[0]))
 
     def volume_luns(self, props: dict) -> list[LunKey]:
         return [lun_key(t) for t in iscsi_targets(props)]

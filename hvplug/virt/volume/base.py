@@ -116,19 +116,29 @@ class LibvirtBaseVolumeDriver:
 
     def get_config(self, connection: VolumeConnection,
                    disk_info: dict) -> config.LibvirtConfigGuestDisk:
-        """The guest disk; ``disk_info`` holds ``dev`` and ``bus``."""
+        """The guest disk; ``disk_info`` holds ``dev`` and ``bus``.
+
+        As Nova's: ``multiattach`` (at the top, where Nova puts it, or in
+        ``data``) makes the disk ``<shareable/>`` with the host cache off
+        (``cache='none'``, whatever ``disk_cachemode`` says: two guests
+        must see each other's writes); the block sizes become
+        ``<blockio>``; ``qos_specs`` become ``<iotune>``.
+        """
         connection_info = connection.connection_info
         data = connection_info["data"]
         conf = config.LibvirtConfigGuestDisk()
         conf.driver_name = "qemu"
         conf.driver_format = "raw"
-        conf.driver_cache = CONF.libvirt.disk_cachemode
+        conf.shareable = bool(connection_info.get("multiattach") or data.get("multiattach"))
+        conf.driver_cache = "none" if conf.shareable else CONF.libvirt.disk_cachemode
         conf.driver_discard = "unmap" if data.get("discard") else None
         conf.target_dev = disk_info["dev"]
         conf.target_bus = disk_info["bus"]
         conf.serial = connection_info.get("serial") or data.get("volume_id")
         conf.readonly = data.get("access_mode") == "ro"
-        conf.shareable = bool(data.get("multiattach"))
+        for key in ("logical_block_size", "physical_block_size"):
+            if data.get(key) not in (None, ""):
+                setattr(conf, key, int(data[key]))
         conf.set_qos_specs(data.get("qos_specs"))
         return conf
 

@@ -61,7 +61,25 @@ def disk_iotune() -> config.LibvirtConfigGuestDisk:
         source_path="/dev/sdc", target_dev="vdd", target_bus="virtio")
     disk.set_qos_specs({"total_bytes_sec": "10485760", "read_iops_sec": "200",
                         "write_iops_sec": 100, "size_iops_sec": "4096",
-                        "total_bytes_sec_max": "1", "consumer": "front-end"})
+                        "total_bytes_sec_max": "20971520", "total_bytes_sec_max_length": 10,
+                        "read_iops_sec_max": 400, "read_iops_sec_max_length": "5",
+                        "write_iops_sec_max": 300, "write_iops_sec_max_length": 3,
+                        "consumer": "front-end"})
+    return disk
+
+
+def disk_burst_blockio() -> config.LibvirtConfigGuestDisk:
+    """The other half of the iotune keys (read/write bytes, total iops), and
+    a 4K-sector volume's <blockio>."""
+    disk = config.LibvirtConfigGuestDisk(
+        source_type="block", driver_name="qemu", driver_format="raw",
+        source_path="/dev/sdd", target_dev="vde", target_bus="virtio",
+        logical_block_size=4096, physical_block_size=4096)
+    disk.set_qos_specs({"read_bytes_sec": 1048576, "read_bytes_sec_max": 2097152,
+                        "read_bytes_sec_max_length": 2, "write_bytes_sec": 524288,
+                        "write_bytes_sec_max": 1048576, "write_bytes_sec_max_length": 4,
+                        "total_iops_sec": 1000, "total_iops_sec_max": 2000,
+                        "total_iops_sec_max_length": 60})
     return disk
 
 
@@ -83,7 +101,7 @@ def secret_volume() -> config.LibvirtConfigSecret:
 
 
 DISKS = [disk_file, disk_block, disk_network_iscsi_chap, disk_network_rbd,
-         disk_iotune]
+         disk_iotune, disk_burst_blockio]
 SECRETS = [secret_iscsi, secret_ceph, secret_volume]
 VALIDATORS = {
     config.LibvirtConfigGuestDisk: xmlcheck.assert_valid_disk,
@@ -295,9 +313,14 @@ def test_set_qos_specs_without_known_values_changes_nothing(specs):
 
 def test_set_qos_specs_zero_clears_a_limit():
     disk = disk_iotune()
-    disk.set_qos_specs({"total_bytes_sec": "0", "read_bytes_sec": "5"})
-    assert (disk.total_bytes_sec, disk.read_bytes_sec) == (None, 5)
+    disk.set_qos_specs({"total_bytes_sec": "0", "total_bytes_sec_max": 0,
+                        "total_bytes_sec_max_length": 0, "read_bytes_sec": "5"})
+    assert (disk.total_bytes_sec, disk.total_bytes_sec_max, disk.read_bytes_sec) == (
+        None, None, 5)
     generate(disk)
+    with pytest.raises(exception.InvalidInput, match="read_iops_sec_max .a burst. needs"):
+        disk.set_qos_specs({"read_iops_sec": 0})  # its burst would be left alone
+    assert disk.read_iops_sec == 200
 
 
 @pytest.mark.parametrize("raw", ["abc", "-1", -1, "1.5", 1.5, "", True, "1e3"])
