@@ -19,9 +19,13 @@ import os
 import re
 import stat
 import sys
+from typing import TYPE_CHECKING
 
 from hvplug import exception
 from hvplug.conf.choices import TARGET_HELPERS as HELPERS
+
+if TYPE_CHECKING:  # imported when run: the command line starts without them
+    from hvplug.target.export import ExportStore
 
 _SIZE = re.compile(r"(\d+)([KMGT]?)(i?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
@@ -84,7 +88,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
         parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _store() -> "ExportStore":  # noqa: F821 - imported when run
+def _store() -> "ExportStore":
     from hvplug.conf import CONF
     from hvplug.target.export import ExportStore
     return ExportStore(CONF.target.exports_dir)
@@ -158,37 +162,33 @@ class BackingFile:
                     raise self._failed("create", exc) from None
                 self.made_dir = parent
                 _note(f"created the backing root {parent!r}")
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                             0o600)
-            except OSError as exc:
-                raise self._failed("create", exc) from None
-            self.applied = True  # it is ours from here: undo removes it
-            try:
-                os.ftruncate(fd, self.size)
-            except OSError as exc:
-                raise self._failed("create", exc) from None
-            finally:
-                os.close(fd)
+            self._resize(os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW)
             _note(f"created the sparse file {self.path!r} of {self.size} bytes")
         elif self.action == "grow":
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_NOFOLLOW)
-            except OSError as exc:
-                raise self._failed("grow", exc) from None
-            self.applied = True
-            try:
-                os.ftruncate(fd, self.size)
-            except OSError as exc:
-                raise self._failed("grow", exc) from None
-            finally:
-                os.close(fd)
+            self._resize(os.O_WRONLY | os.O_NOFOLLOW)
             _note(f"grew {self.path!r} from {self.old_size} to {self.size} bytes (--size "
                   f"{self.size_text}); a target that already served it shows the new "
                   "size once re-created")
         elif self.old_size is not None and self.size is not None and self.old_size > self.size:
             _note(f"{self.path!r} is {self.old_size} bytes, larger than --size "
                   f"{self.size_text}; it was left as it is (never shrunk)")
+
+    def _resize(self, flags: int) -> None:
+        """Open the file with ``flags`` (creating it, for "create") and set
+        its size to ``--size``; from the open on, ``undo`` takes it back."""
+        # create-export passes a missing path only with --size (check_new_export)
+        assert self.size is not None
+        try:
+            fd = os.open(self.path, flags, 0o600)
+        except OSError as exc:
+            raise self._failed(self.action, exc) from None
+        self.applied = True  # it is ours from here: undo removes or shrinks it
+        try:
+            os.ftruncate(fd, self.size)
+        except OSError as exc:
+            raise self._failed(self.action, exc) from None
+        finally:
+            os.close(fd)
 
     def undo(self) -> None:
         if not self.applied:
@@ -198,6 +198,7 @@ class BackingFile:
             if self.action == "create":
                 os.unlink(self.path)
             elif self.action == "grow":
+                assert self.old_size is not None  # plan() sets it when it plans a grow
                 os.truncate(self.path, self.old_size)
         except OSError as exc:
             _note(f"could not take back the {self.action} of {self.path!r}: "
@@ -312,12 +313,12 @@ def cmd_ensure_exports(args, ctx) -> int:
         except exception.HvplugError as exc:  # the helper itself is unusable
             done, failed = [], [(e, exc) for e in exports]
         restored += done
-        for export, exc in failed:
-            problems.append(f"volume {export.volume_id} ({export.iqn}): {exc.message}")
+        for export, error in failed:
+            problems.append(f"volume {export.volume_id} ({export.iqn}): {error.message}")
             failed_rows.append({"volume_id": export.volume_id, "iqn": export.iqn,
-                                "error": exc.message})
+                                "error": error.message})
     rows = [{"volume_id": e.volume_id, "iqn": e.iqn, "tid": e.tid} for e in restored]
-    payload = {"exports": rows}
+    payload: dict[str, list] = {"exports": rows}
     if problems:
         payload.update(failed=failed_rows, unreadable=[b.message for b in bad])
     ctx.output(payload,
@@ -333,7 +334,7 @@ def cmd_list(args, ctx) -> int:
              "path": e.path, "portal": e.portals[0]} for e in good]
     text = "\n".join(f"{r['volume_id']}  {r['helper']}  tid {r['tid']}  {r['iqn']}  "
                      f"{r['portal']}  {r['path']}" for r in rows)
-    payload = {"exports": rows}
+    payload: dict[str, list] = {"exports": rows}
     if bad:
         payload["unreadable"] = [b.message for b in bad]
     ctx.output(payload, text or ("No readable exports." if bad else "No exports are recorded."))
