@@ -2,7 +2,7 @@
 
 from oslo_config import cfg
 
-from hvplug.conf.choices import DISK_BUS_LABELS
+from hvplug.conf.choices import DISK_BUS_LABELS, DISK_DEVICE_LABELS
 
 libvirt_group = cfg.OptGroup(
     "libvirt",
@@ -51,6 +51,16 @@ libvirt_opts = [
         help="Bus of attached disks when the command gives none. Hot "
         "unplug of virtio-blk needs a guest OS to acknowledge it; scsi "
         "does not.",
+    ),
+    cfg.StrOpt(
+        "disk_device",
+        default="disk",
+        choices=list(DISK_DEVICE_LABELS.items()),
+        help="Device of attached volumes when the command gives none "
+        "(--device): 'disk', or 'lun' to pass the SCSI LUN through to the "
+        "guest (QEMU's scsi-block: the guest sends SCSI commands, e.g. "
+        "persistent reservations, to the target itself), which needs bus "
+        "scsi.",
     ),
     cfg.StrOpt(
         "disk_cachemode",

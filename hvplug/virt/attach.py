@@ -95,13 +95,19 @@ def volume_name(connection_info: dict) -> str:
                or data.get("target_iqn") or "(unnamed)")
 
 
-def _flags_for_attach(view: DomainView, persistent: bool) -> tuple[bool, bool]:
+def _flags_for_attach(view: DomainView, persistent: bool,
+                      config_only: bool = False) -> tuple[bool, bool]:
+    """``(live, persistent)``: live if the domain runs (unless
+    ``config_only``), persistent if asked."""
     if view.managed_save:
         raise exception.ManagedSaveConflict(domain=view.name, action="attaching a volume")
-    if persistent and not view.persistent:
+    option = "--config-only" if config_only else "--persistent"
+    if (persistent or config_only) and not view.persistent:
         raise exception.InvalidInput(
-            reason=f"domain '{view.name}' is transient, so --persistent cannot apply; "
-            "leave --persistent out")
+            reason=f"domain '{view.name}' is transient, so {option} cannot apply; "
+            f"leave {option} out")
+    if config_only:
+        return False, True
     if not view.active and not persistent:
         raise exception.DomainNotRunning(domain=view.name)
     return view.active, persistent
@@ -122,20 +128,26 @@ def _locked_view(host: Host, domain: str, operation: str):
 
 def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
                   connection_info: dict, bus: str | None = None,
-                  dev: str | None = None, persistent: bool = False) -> AttachResult:
+                  dev: str | None = None, persistent: bool = False,
+                  config_only: bool = False, device: str | None = None) -> AttachResult:
     """Attach the volume of ``connection_info`` to ``domain``.
 
-    A volume attached live only is, with ``persistent``, added to the
-    persistent configuration as well (``promoted``).
+    A volume attached live only is, with ``persistent`` (or ``config_only``),
+    added to the persistent configuration as well (``promoted``).
+    ``config_only``: into the persistent configuration of a persistent
+    domain only, running or not (virsh's ``--config``); the running domain
+    gets it at its next start.  ``device``: ``disk`` or ``lun`` (SCSI
+    passthrough, bus scsi only); default ``[libvirt] disk_device``.
     """
     interrupts.begin()
     driver = checked_driver(registry, connection_info)
     bus = bus or CONF.libvirt.disk_bus
     guest_disks.check_bus(bus)
+    device = guest_disks.check_device(device or CONF.libvirt.disk_device, bus)
     operation = f"attach volume {volume_name(connection_info)} to domain '{domain}'"
     preflight = Preflight(driver, connection_info)  # overlaps the lock and the reads
     with _locked_view(host, domain, operation) as view:
-        live, persistent = _flags_for_attach(view, persistent)
+        live, persistent = _flags_for_attach(view, persistent, config_only)
         found = view.find(lambda layer: driver.is_same_volume(layer, connection_info),
                           driver.disk_needles(connection_info))
         if found is not None:
@@ -144,8 +156,9 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
         dev = (guest_disks.check_dev_name(dev, bus, used, domain) if dev
                else guest_disks.free_dev_name(bus, used, domain))
         with locks.all_of(driver.lock_names(connection_info), operation):
-            connection = _plug(host, driver, connection_info, domain, dev, bus, live,
-                               persistent, preflight)
+            connection = _plug(host, driver, connection_info, domain,
+                               {"dev": dev, "bus": bus, "type": device}, live, persistent,
+                               preflight)
     return AttachResult(domain=domain, dev=dev, bus=bus, driver=class_path(driver),
                         secret_uuid=connection.secret_uuid, portal=connection.portal,
                         live=live, persistent=persistent)
@@ -186,16 +199,20 @@ class Preflight:
         return self._value
 
 
-def _plug(host, driver, connection_info, domain, dev, bus, live, persistent,
+def _plug(host, driver, connection_info, domain, disk_info: dict, live, persistent,
           preflight: Preflight | None = None) -> VolumeConnection:
-    """connect_volume + attach, both undone on any failure or interrupt."""
+    """connect_volume + attach, both undone on any failure or interrupt.
+
+    ``disk_info``: ``dev``, ``bus`` and ``type`` (``disk``/``lun``), as Nova's.
+    """
+    dev = disk_info["dev"]
     LOG.debug("attaching %s to %s as %s", mask_dict(connection_info), domain, dev)
     connection = None
     try:
         checked = preflight.result() if preflight is not None else None
         connection = driver.connect_volume(connection_info, domain, preflight=checked)
         LOG.debug("volume connected for %s; attaching device %s", domain, dev)
-        disk = driver.get_config(connection, {"dev": dev, "bus": bus})
+        disk = driver.get_config(connection, disk_info)
         host.attach_device(domain, disk, live=live, persistent=persistent)
         LOG.debug("device %s attached to %s", dev, domain)
         interrupts.commit()  # done: a signal from now on must not undo it
@@ -294,13 +311,16 @@ def _short(exc: BaseException) -> str:
 
 
 def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
-                  connection_info: dict | None = None, dev: str | None = None) -> DetachResult:
+                  connection_info: dict | None = None, dev: str | None = None,
+                  config_only: bool = False) -> DetachResult:
     """Detach a volume, found by ``connection_info`` or by target ``dev``.
 
     It leaves wherever it is attached: the live domain, its persistent
     configuration, or both, also when it became a backing layer of the
     disk (the overlay above it leaves with the disk).  A volume that is not
-    attached changes nothing.
+    attached changes nothing.  ``config_only``: from the persistent
+    configuration only (virsh's ``--config``); a running domain keeps using
+    it, and so keeps its secret, until it stops.
     """
     if connection_info is None and not dev:
         raise exception.InvalidInput(reason="give a connection_info or a target device name")
@@ -310,18 +330,24 @@ def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     what = f"volume {volume_name(connection_info)}" if connection_info else f"device {dev}"
     interrupts.begin()
     return _detach(host, registry, domain, driver, connection_info, dev,
-                   f"detach {what} from domain '{domain}'")
+                   f"detach {what} from domain '{domain}'", config_only)
 
 
-def _detach(host, registry, domain, driver, connection_info, dev, operation) -> DetachResult:
+def _detach(host, registry, domain, driver, connection_info, dev, operation,
+            config_only: bool = False) -> DetachResult:
     with contextlib.ExitStack() as changing:
         with _locked_view(host, domain, operation) as view:
-            found = _find_for_detach(view, driver, connection_info, dev)
+            if config_only and not view.persistent:
+                raise exception.InvalidInput(
+                    reason=f"domain '{domain}' is transient, so --config-only cannot apply; "
+                    "leave --config-only out")
+            found = _find_for_detach(view, driver, connection_info, dev, config_only)
             if view.managed_save:
                 raise exception.ManagedSaveConflict(domain=domain, action="detaching a volume")
             if driver is None:
                 driver, connection_info = _driver_of(registry, found, domain)
-            places = view.places(found.target_dev)
+            places = ({"live": False, "persistent": True} if config_only
+                      else view.places(found.target_dev))
             # From the first change on, an interrupt waits until the detach is
             # complete, secret included; before it (lock waits, reads) it stops us.
             changing.enter_context(interrupts.deferred())
@@ -339,18 +365,29 @@ def _detach(host, registry, domain, driver, connection_info, dev, operation) -> 
                         layer=found.describe_layer())
 
 
-def _find_for_detach(view, driver, connection_info, dev) -> FoundDisk:
+def _find_for_detach(view, driver, connection_info, dev,
+                     config_only: bool = False) -> FoundDisk:
+    """The disk to detach: live, saved, then persistent (``config_only``:
+    in the persistent configuration only)."""
+    def find(match, needles=None):
+        if config_only:
+            return guest_disks.find_disk(view.config_xml, match, needles) \
+                if view.config_xml else None
+        return view.find(match, needles)
+
     if driver is not None:
-        found = view.find(lambda layer: driver.is_same_volume(layer, connection_info)
-                          and (not dev or layer.target_dev in (None, dev)),
-                          driver.disk_needles(connection_info))
+        found = find(lambda layer: driver.is_same_volume(layer, connection_info)
+                     and (not dev or layer.target_dev in (None, dev)),
+                     driver.disk_needles(connection_info))
         if found is not None and dev and found.target_dev != dev:
             found = None
     else:
-        found = view.find(lambda layer: layer.target_dev == dev)
+        found = find(lambda layer: layer.target_dev == dev)
     if found is None:
         what = (f"Volume {volume_name(connection_info)}" if connection_info
                 else f"Device {dev}")
+        if config_only:
+            what += " (looked for in the persistent configuration only: --config-only)"
         raise exception.VolumeNotAttached(what=what, domain=view.name)
     return found
 
@@ -368,7 +405,8 @@ def _driver_of(registry, found: FoundDisk, domain: str):
 
 
 def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
-                  bus: str | None = None, dev: str | None = None):
+                  bus: str | None = None, dev: str | None = None,
+                  device: str | None = None):
     """``(driver, disk_xml, secret_xml or None)`` without touching any host.
 
     A secret gets a fresh UUID that the disk references, so the pair can be
@@ -376,6 +414,7 @@ def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
     """
     driver = checked_driver(registry, connection_info)
     bus = bus or CONF.libvirt.disk_bus
+    device = guest_disks.check_device(device or CONF.libvirt.disk_device, bus)
     dev = (guest_disks.check_dev_name(dev, bus, set(), "(rendered)") if dev
            else guest_disks.free_dev_name(bus, set(), "(rendered)"))
     secret = driver.secret_config(connection_info)
@@ -383,5 +422,5 @@ def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
     if secret is not None:
         secret.uuid = str(uuid.uuid4())
         connection = replace(connection, secret_uuid=secret.uuid)
-    disk = driver.get_config(connection, {"dev": dev, "bus": bus})
+    disk = driver.get_config(connection, {"dev": dev, "bus": bus, "type": device})
     return driver, disk.to_xml(), secret.to_xml() if secret is not None else None

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from hvplug import exception
+from hvplug.conf.choices import DISK_DEVICES
 from hvplug.virt import config
 
 # virtio-blk disks are vdX; SCSI and SATA share the sdX namespace.
@@ -133,6 +134,20 @@ def check_bus(bus: str) -> str:
         raise exception.InvalidInput(
             reason=f"bus {bus!r} is not one of {', '.join(BUS_PREFIXES)}")
     return BUS_PREFIXES[bus]
+
+
+def check_device(device: str, bus: str) -> str:
+    """``device`` (``DISK_DEVICES``: a disk, or the LUN itself passed
+    through, whose SCSI commands reach the target) fits ``bus``: a LUN
+    needs a SCSI bus."""
+    if device not in DISK_DEVICES:
+        raise exception.InvalidInput(
+            reason=f"device {device!r} is not one of {', '.join(DISK_DEVICES)}")
+    if device == "lun" and bus != "scsi":
+        raise exception.InvalidInput(
+            reason=f"device 'lun' passes the SCSI LUN through, which needs bus scsi, not "
+            f"{bus!r}: give --bus scsi (or --device disk)")
+    return device
 
 
 def free_dev_name(bus: str, used: set[str], domain: str) -> str:

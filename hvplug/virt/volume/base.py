@@ -127,6 +127,7 @@ class LibvirtBaseVolumeDriver:
         connection_info = connection.connection_info
         data = connection_info["data"]
         conf = config.LibvirtConfigGuestDisk()
+        conf.source_device = disk_info.get("type") or "disk"
         conf.driver_name = "qemu"
         conf.driver_format = "raw"
         conf.shareable = bool(connection_info.get("multiattach") or data.get("multiattach"))
@@ -269,7 +270,6 @@ class LibvirtBaseBlockVolumeDriver(LibvirtBaseVolumeDriver):
                    disk_info: dict) -> config.LibvirtConfigGuestDisk:
         conf = super().get_config(connection, disk_info)
         conf.source_type = "block"
-        conf.source_device = "disk"
         conf.source_path = self.device_path(connection)
         # QEMU refuses aio=native unless the host page cache is bypassed.
         if conf.driver_cache in ("none", "directsync"):

@@ -387,3 +387,62 @@ def test_a_clean_rollback_still_says_nothing_was_left(host, registry, guest, mak
     fake_libvirt.set_iscsi_login(login)
     with pytest.raises(exception.AttachFailed, match="Nothing was left behind"):
         attach.attach_volume(host, registry, guest, make_info(), bus="scsi")
+
+
+def config_disks(host, domain):
+    return {d.target_dev: d for d in guest_disks.disks(host.domain_xml(domain, inactive=True))}
+
+
+def test_config_only_attach_and_detach_leave_the_running_domain_alone(
+        host, registry, make_guest, make_info):
+    guest = make_guest(persistent=True)
+    info = make_info()
+    result = attach.attach_volume(host, registry, guest, copy.deepcopy(info), bus="scsi",
+                                  config_only=True)
+    assert (result.live, result.persistent, result.promoted) == (False, True, False)
+    assert live_disks(host, guest) == {} and list(config_disks(host, guest)) == ["sda"]
+    secret = config_disks(host, guest)["sda"].auth_secret_uuid
+    assert secret == result.secret_uuid and host.secret_exists(secret)
+    attach.detach_volume(host, registry, guest, copy.deepcopy(info), config_only=True)
+    assert config_disks(host, guest) == {} and not host.secret_exists(secret)
+
+    # Attached live and persistent: --config-only detach takes it out of the
+    # config only, and the secret stays while the running domain uses it.
+    secret = attach.attach_volume(host, registry, guest, copy.deepcopy(info), bus="scsi",
+                                  persistent=True).secret_uuid
+    assert list(live_disks(host, guest)) == ["sda"]
+    detached = attach.detach_volume(host, registry, guest, copy.deepcopy(info),
+                                    config_only=True)
+    assert (detached.live, detached.persistent) == (False, True)
+    assert config_disks(host, guest) == {} and list(live_disks(host, guest)) == ["sda"]
+    assert host.secret_exists(secret)
+    with pytest.raises(exception.VolumeNotAttached, match="persistent configuration only"):
+        attach.detach_volume(host, registry, guest, copy.deepcopy(info), config_only=True)
+    attach.detach_volume(host, registry, guest, copy.deepcopy(info))
+    assert not host.secret_exists(secret)
+
+
+def test_config_only_on_a_transient_domain_is_bad_input(host, registry, guest, make_info):
+    with pytest.raises(exception.InvalidInput, match="transient.*--config-only") as err:
+        attach.attach_volume(host, registry, guest, make_info(), config_only=True)
+    assert err.value.exit_code == 2 and secret_uuids(host) == set()
+    with pytest.raises(exception.InvalidInput, match="--config-only"):
+        attach.detach_volume(host, registry, guest, dev="sda", config_only=True)
+
+
+def test_lun_passthrough_is_a_scsi_lun_device(host, registry, guest, make_info, config_fixture):
+    result = attach.attach_volume(host, registry, guest, make_info(), bus="scsi", device="lun")
+    disk = live_disks(host, guest)[result.dev]
+    assert (disk.source_device, disk.source_type, disk.target_bus) == ("lun", "network", "scsi")
+    assert disk.auth_secret_uuid == result.secret_uuid
+    attach.detach_volume(host, registry, guest, dev=result.dev)
+    config_fixture.config(group="libvirt", disk_device="lun", disk_bus="scsi")
+    assert attach.render_volume(registry, make_info())[1].startswith(
+        '<disk type="network" device="lun">')
+
+
+@pytest.mark.parametrize("bus", ["virtio", "sata"])
+def test_lun_passthrough_needs_bus_scsi(host, registry, guest, make_info, bus):
+    with pytest.raises(exception.InvalidInput, match="needs bus scsi") as err:
+        attach.attach_volume(host, registry, guest, make_info(), bus=bus, device="lun")
+    assert err.value.exit_code == 2 and secret_uuids(host) == set()
