@@ -114,7 +114,7 @@ def _flags_for_attach(view: DomainView, persistent: bool,
 
 
 @contextlib.contextmanager
-def _locked_view(host: Host, domain: str, operation: str):
+def locked_view(host: Host, domain: str, operation: str):
     """The domain's lock held, and its DomainView read under it."""
     uuid = host.domain_uuid(domain)
     with locks.domain_lock(uuid, operation):
@@ -146,7 +146,7 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     device = guest_disks.check_device(device or CONF.libvirt.disk_device, bus)
     operation = f"attach volume {volume_name(connection_info)} to domain '{domain}'"
     preflight = Preflight(driver, connection_info)  # overlaps the lock and the reads
-    with _locked_view(host, domain, operation) as view:
+    with locked_view(host, domain, operation) as view:
         live, persistent = _flags_for_attach(view, persistent, config_only)
         found = view.find(lambda layer: driver.is_same_volume(layer, connection_info),
                           driver.disk_needles(connection_info))
@@ -336,7 +336,7 @@ def detach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
 def _detach(host, registry, domain, driver, connection_info, dev, operation,
             config_only: bool = False) -> DetachResult:
     with contextlib.ExitStack() as changing:
-        with _locked_view(host, domain, operation) as view:
+        with locked_view(host, domain, operation) as view:
             if config_only and not view.persistent:
                 raise exception.InvalidInput(
                     reason=f"domain '{domain}' is transient, so --config-only cannot apply; "

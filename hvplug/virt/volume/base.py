@@ -154,10 +154,19 @@ class LibvirtBaseVolumeDriver:
         needs; None when the driver keeps no libvirt secret."""
         return None
 
+    def volume_size(self, connection_info: dict) -> int:
+        """The volume's size now, in bytes, as the storage side reports it;
+        a driver that cannot tell raises InvalidInput asking for the size."""
+        raise exception.InvalidInput(
+            reason=f"hvplug cannot read the size of {connection_info['driver_volume_type']} "
+            "volumes: give the new size (--size)")
+
     def extend_volume(self, connection_info: dict, domain: str, dev: str,
-                      new_size: int) -> int:
-        """Tell QEMU disk ``dev`` of ``domain`` now has ``new_size`` bytes."""
-        self.host.block_resize(domain, dev, new_size)
+                      new_size: int | None = None) -> int:
+        """Tell QEMU disk ``dev`` of ``domain`` has grown to ``new_size``
+        bytes (default: ``volume_size``); what QEMU now sees."""
+        size = new_size if new_size is not None else self.volume_size(connection_info)
+        self.host.block_resize(domain, dev, size)
         return self.host.block_capacity(domain, dev)
 
     # -- recognising attached disks ----------------------------------------
@@ -250,10 +259,10 @@ class LibvirtBaseBlockVolumeDriver(LibvirtBaseVolumeDriver):
         connector.disconnect_volume(connection.data, connection.device, in_use=set(in_use))
 
     def extend_volume(self, connection_info: dict, domain: str, dev: str,
-                      new_size: int) -> int:
+                      new_size: int | None = None) -> int:
         """Have the host re-read the volume's size, then hand it to QEMU."""
         size = self.connector.extend_volume(connection_info["data"])
-        if size < new_size:
+        if new_size is not None and size < new_size:
             LOG.warning("volume %s is %d bytes after the rescan, less than the %d asked for",
                         connection_info.get("serial") or dev, size, new_size)
         self.host.block_resize(domain, dev, size)

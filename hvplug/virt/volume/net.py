@@ -17,6 +17,7 @@ Example ``connection_info``::
 """
 
 import dataclasses
+import json
 import logging
 import os
 import tempfile
@@ -145,26 +146,50 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
 
     def check_login(self, target: ISCSITarget,
                     credentials: tuple[str, str]) -> exception.HvplugError | None:
-        """Log in once with QEMU's own initiator (qemu-img); the error, if any.
-
-        The password reaches qemu-img in a root-only file, never in argv.
-        """
-        with tempfile.TemporaryDirectory(prefix="hvplug-") as tmp:
-            password_file = Path(tmp) / "chap"
-            fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(credentials[1])
-            opts = (f"driver=iscsi,transport=tcp,portal={target.portal},"
-                    f"target={target.iqn},lun={target.lun},user={credentials[0]},"
-                    f"password-secret=chap,initiator-name={initiator_name()}")
-            try:
-                self.execute("qemu-img", "info", "--object",
-                             f"secret,id=chap,file={password_file}", "--image-opts", opts,
-                             timeout=30, secrets=(credentials[1],))
-            except exception.ProcessExecutionError as exc:
-                return (self.login_error(exc.stderr, target, credentials[0])
-                        or exc)
+        """Log in once with QEMU's own initiator (qemu-img); the error, if any."""
+        try:
+            self._qemu_img_info(target, credentials)
+        except exception.ProcessExecutionError as exc:
+            return self.login_error(exc.stderr, target, credentials[0]) or exc
         return None
+
+    def _qemu_img_info(self, target: ISCSITarget,
+                       credentials: tuple[str, str] | None) -> dict:
+        """``qemu-img info`` of the LUN through QEMU's own initiator, as this
+        host's IQN; the password reaches qemu-img in a root-only file, never
+        in argv."""
+        with tempfile.TemporaryDirectory(prefix="hvplug-") as tmp:
+            opts = (f"driver=iscsi,transport=tcp,portal={target.portal},"
+                    f"target={target.iqn},lun={target.lun},initiator-name={initiator_name()}")
+            secret_args: list[str] = []
+            if credentials:
+                password_file = Path(tmp) / "chap"
+                fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(credentials[1])
+                opts += f",user={credentials[0]},password-secret=chap"
+                secret_args = ["--object", f"secret,id=chap,file={password_file}"]
+            out, _ = self.execute("qemu-img", "info", "--output", "json", *secret_args,
+                                  "--image-opts", opts, timeout=30,
+                                  secrets=(credentials[1],) if credentials else ())
+        return json.loads(out)
+
+    def volume_size(self, connection_info: dict) -> int:
+        """The LUN's size now, in bytes, read through QEMU's initiator (the
+        CHAP password is needed: a ``connection_info`` rebuilt from a disk
+        has none)."""
+        data = connection_info["data"]
+        if data.get("auth_method", "").upper() == "CHAP" and not data.get("auth_password"):
+            raise exception.InvalidInput(
+                reason="the new size of a CHAP volume is read from the target with its "
+                "credentials: give its connection_info (--connection-info F) or the size "
+                "(--size)")
+        target = self.select_target(connection_info)
+        try:
+            return int(self._qemu_img_info(target, chap_credentials(data))["virtual-size"])
+        except exception.ProcessExecutionError as exc:
+            raise (self.login_error(exc.stderr, target, (chap_credentials(data) or ("",))[0])
+                   or exc) from None
 
     def secret_config(self, connection_info: dict,
                       target: ISCSITarget | None = None) -> config.LibvirtConfigSecret | None:
