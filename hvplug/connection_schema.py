@@ -386,7 +386,18 @@ def unknown_keys(connection_info: dict, shape: Shape = COMMON) -> list[str]:
 # What drivers, image copies and the CLI read out of a checked ``data``: one
 # place, below every layer that needs it (doc/architecture.md, "Layers").
 
-class ISCSIData(TypedDict, total=False):
+class CommonData(TypedDict, total=False):
+    """The keys of ``COMMON`` that the ``data`` views below read."""
+
+    target_discovered: bool
+    volume_id: str
+    access_mode: str
+    discard: bool
+    multiattach: bool
+    qos_specs: dict[str, Any]
+
+
+class ISCSIData(CommonData, total=False):
     """``data`` of an iSCSI ``connection_info`` (``ISCSI``/``ISCSI_NETWORK``)."""
 
     target_portal: str
@@ -395,33 +406,21 @@ class ISCSIData(TypedDict, total=False):
     target_portals: list[str]
     target_iqns: list[str]
     target_luns: list[int]
-    target_discovered: bool
     auth_method: str
     auth_username: str
     auth_password: str
     auth_username_in: str
     auth_password_in: str
-    volume_id: str
-    access_mode: str
-    discard: bool
-    multiattach: bool
-    qos_specs: dict[str, Any]
 
 
-class FibreChannelData(TypedDict, total=False):
+class FibreChannelData(CommonData, total=False):
     """``data`` of a Fibre Channel ``connection_info`` (``FIBRE_CHANNEL``)."""
 
     target_wwn: str | list[str]
     target_wwns: list[str]
     target_lun: int
     target_luns: list[int]
-    target_discovered: bool
     initiator_target_map: dict[str, list[str]]
-    volume_id: str
-    access_mode: str
-    discard: bool
-    multiattach: bool
-    qos_specs: dict[str, Any]
 
 
 class ConnectionInfo(TypedDict, total=False):

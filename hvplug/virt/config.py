@@ -158,6 +158,8 @@ class XMLTupleList(XMLProperty):
     (None leaves an attribute out); by default each item becomes ``str``.
     """
 
+    path: str  # one fixed path, never a function of the object
+
     def __init__(self, path: str, attrs: tuple[str, ...],
                  clean: Callable[[tuple], tuple] | None = None) -> None:
         super().__init__(path)
@@ -257,12 +259,11 @@ class LibvirtConfigObject:
         return {prop.name: getattr(self, prop.name)
                 for prop in self.xml_properties()}
 
+    # Defining __eq__ leaves __hash__ None: mutable, compared by value.
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
             return NotImplemented
         return self.values() == other.values()
-
-    __hash__ = None  # mutable, compared by value
 
     def __repr__(self) -> str:
         changed = {name: value for name, value in self.values().items()

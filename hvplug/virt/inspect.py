@@ -93,18 +93,12 @@ def verify_disk(host, disk) -> list[dict]:
     iqn, _, lun = (disk.source_name or "").rpartition("/")
     login_timeout = CONF.libvirt.iscsi_login_probe_timeout
     if not login_timeout or not iqn or not lun.isdigit():
-        ok = portals.answers(name, port, CONF.libvirt.iscsi_portal_probe_timeout)
-        checks.append(_check("portal", ok, f"portal {portal} "
-                             + ("answers" if ok else "does not answer")))
-        return checks
+        return [*checks, _tcp_check(portal, name, port)]
     try:
         initiator = disk.source_initiator_iqn or net.initiator_name()
     except exception.HvplugError as exc:
-        ok = portals.answers(name, port, CONF.libvirt.iscsi_portal_probe_timeout)
-        checks.append(_check("portal", ok, f"portal {portal} "
-                             + ("answers" if ok else "does not answer")))
-        checks.append(_check("target", False, f"target {iqn} not checked: {exc}"))
-        return checks
+        return [*checks, _tcp_check(portal, name, port),
+                _check("target", False, f"target {iqn} not checked: {exc}")]
     result = login_probe.probe(name, port, iqn, initiator, report_luns=True,
                                connect_timeout=CONF.libvirt.iscsi_portal_probe_timeout,
                                login_timeout=login_timeout)
@@ -118,35 +112,45 @@ def verify_disk(host, disk) -> list[dict]:
     return checks
 
 
+def _tcp_check(portal: str, name: str, port: int) -> dict:
+    """The ``portal`` check when there is no login probe: a TCP connection only."""
+    ok = portals.answers(name, port, CONF.libvirt.iscsi_portal_probe_timeout)
+    return _check("portal", ok, f"portal {portal} " + ("answers" if ok else "does not answer"))
+
+
+# What each answer to the login probe means, worded with the result's fields.
+_TARGET_VERDICTS = {
+    Outcome.ADMITTED: (True, "{target} admits initiator {initiator} without authentication"),
+    Outcome.REDIRECTED: (True, "{target} answers with a redirect ({detail}); LUN {lun} not "
+                               "checked"),
+    Outcome.NOT_FOUND: (False, "{target} answered 'Target not found' ({detail}) to initiator "
+                               "{initiator}: it is not exported at {portal}, or its ACL does "
+                               "not admit this initiator"),
+    Outcome.AUTHORIZATION_FAILED: (False, "{target} refused initiator {initiator} ({detail}): "
+                                          "grant this IQN on the target"),
+    Outcome.NO_ANSWER: (False, "{target}: portal {portal} accepted TCP but {detail} ([libvirt] "
+                               "iscsi_login_probe_timeout)"),
+}
+# CHAP asked for: whether the disk has <auth> decides
+_AUTH_VERDICTS = {
+    True: (True, "{target} answers, {method} required; LUN {lun} not checked without the "
+                 "password (libvirt keeps it private)"),
+    False: (False, "{target} requires {method} authentication, but the disk has no <auth>, "
+                   "so QEMU cannot log in"),
+}
+_REFUSED = (False, "{target} refused the login of initiator {initiator}: {detail}")
+
+
 def _target_check(result, disk, initiator: str, lun: int) -> dict:
     """What the target's answer to the login probe says about this disk."""
-    target, outcome = f"target {result.target}", result.outcome
-    has_auth = bool(disk.auth_username or disk.auth_secret_uuid or disk.auth_secret_usage)
-    if outcome is Outcome.ADMITTED:
-        return _check("target", True, f"{target} admits initiator {initiator} "
-                      "without authentication")
-    if outcome is Outcome.AUTH_REQUIRED:
-        method = result.auth_method or "CHAP"
-        if not has_auth:
-            return _check("target", False, f"{target} requires {method} authentication, "
-                          "but the disk has no <auth>, so QEMU cannot log in")
-        return _check("target", True, f"{target} answers, {method} required; LUN {lun} "
-                      "not checked without the password (libvirt keeps it private)")
-    if outcome is Outcome.REDIRECTED:
-        return _check("target", True, f"{target} answers with a redirect "
-                      f"({result.detail}); LUN {lun} not checked")
-    if outcome is Outcome.NOT_FOUND:
-        return _check("target", False, f"{target} answered 'Target not found' ({result.detail}) to initiator "
-                      f"{initiator}: it is not exported at {result.portal}, or its ACL "
-                      "does not admit this initiator")
-    if outcome is Outcome.AUTHORIZATION_FAILED:
-        return _check("target", False, f"{target} refused initiator {initiator} "
-                      f"({result.detail}): grant this IQN on the target")
-    if outcome is Outcome.NO_ANSWER:
-        return _check("target", False, f"{target}: portal {result.portal} accepted TCP but "
-                      f"{result.detail} ([libvirt] iscsi_login_probe_timeout)")
-    return _check("target", False, f"{target} refused the login of initiator "
-                  f"{initiator}: {result.detail}")
+    if result.outcome is Outcome.AUTH_REQUIRED:
+        has_auth = bool(disk.auth_username or disk.auth_secret_uuid or disk.auth_secret_usage)
+        ok, text = _AUTH_VERDICTS[has_auth]
+    else:
+        ok, text = _TARGET_VERDICTS.get(result.outcome, _REFUSED)
+    return _check("target", ok, text.format(
+        target=f"target {result.target}", initiator=initiator, lun=lun,
+        detail=result.detail, portal=result.portal, method=result.auth_method or "CHAP"))
 
 
 def _lun_check(result, lun: int) -> dict:

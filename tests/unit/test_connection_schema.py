@@ -132,3 +132,20 @@ def test_ten_thousand_portals_check_in_one_pass():
     info["data"]["target_iqns"] = ["iqn.x"] * 10_000
     info["data"]["target_luns"] = [1] * 10_000
     connection_schema.check(info, connection_schema.ISCSI_NETWORK)
+
+
+@pytest.mark.parametrize(("view", "shape"), [
+    (connection_schema.CommonData, connection_schema.COMMON),
+    (connection_schema.ISCSIData, connection_schema.ISCSI),
+    (connection_schema.ISCSIData, connection_schema.ISCSI_NETWORK),
+    (connection_schema.FibreChannelData, connection_schema.FIBRE_CHANNEL),
+])
+def test_the_typed_views_name_only_keys_their_shape_checks(view, shape):
+    assert set(view.__annotations__) <= set(shape.keys)
+    assert view.__optional_keys__ == frozenset(view.__annotations__)
+
+
+def test_iscsi_and_fibre_channel_data_share_the_common_keys():
+    common = set(connection_schema.CommonData.__annotations__)
+    for view in (connection_schema.ISCSIData, connection_schema.FibreChannelData):
+        assert common < set(view.__annotations__)

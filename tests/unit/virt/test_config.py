@@ -195,6 +195,13 @@ def test_hosts_come_back_bare_with_string_ports():
         ("mon3.example.org", None)]
 
 
+def test_config_objects_compare_by_value_and_are_not_hashable():
+    assert disk_file() == disk_file() and disk_file() != disk_block()
+    for obj in (disk_file(), config.LibvirtConfigSecret()):
+        with pytest.raises(TypeError, match="unhashable"):
+            hash(obj)
+
+
 def test_ipv6_host_is_written_without_brackets():
     xml = generate(disk_network_iscsi_chap())
     assert "name=\"::1\"" in xml and "[" not in xml
