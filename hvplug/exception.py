@@ -312,6 +312,14 @@ class AttachFailed(HypervisorError):
     )
 
 
+class MigrationFailed(HypervisorError):
+    msg_fmt = (
+        "Migrating domain '%(domain)s' to %(destination)s failed: %(reason)s. The "
+        "domain still runs here, unchanged, and what was prepared on the destination "
+        "was removed."
+    )
+
+
 class DeviceDetachTimeout(HypervisorError):
     msg_fmt = (
         "Device %(dev)s is still in the live configuration of domain "

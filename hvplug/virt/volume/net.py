@@ -52,6 +52,15 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
 
     driver_volume_type = "iscsi"
     data_shape = connection_schema.ISCSI_NETWORK
+    # The IQN QEMU logs in as (None: this host's, initiator_name()); a live
+    # migration sets the destination's.  prove_new: prove the credentials
+    # with a login before defining a new secret too (a migration does, so a
+    # wrong destination password fails before the guest moves).
+    initiator: str | None = None
+    prove_new = False
+
+    def initiator_iqn(self) -> str:
+        return self.initiator or initiator_name()
 
     def validate(self, connection_info: dict) -> list[ISCSITarget]:
         """The document's shape, and no mutual CHAP: QEMU's iSCSI driver
@@ -83,7 +92,8 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         """
         targets = self.validate(connection_info)
         if CONF.libvirt.iscsi_login_probe_timeout:
-            return _login_probed_target(targets, chap_credentials(connection_info["data"]))
+            return _login_probed_target(targets, chap_credentials(connection_info["data"]),
+                                        self.initiator_iqn())
         timeout = CONF.libvirt.iscsi_portal_probe_timeout
         index = portals.first_answering([(t.host, t.port) for t in targets], timeout)
         if index is None:
@@ -113,7 +123,8 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         if credentials:
             secret_uuid = secrets.ensure_secret(
                 self.host, self._secret_config(connection_info, target),
-                credentials[1].encode(), prove=lambda: self.check_login(target, credentials))
+                credentials[1].encode(), prove=lambda: self.check_login(target, credentials),
+                prove_new=self.prove_new)
         return VolumeConnection(connection_info, target=target, secret_uuid=secret_uuid)
 
     def connection_of(self, connection_info: dict,
@@ -160,7 +171,7 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         in argv."""
         with tempfile.TemporaryDirectory(prefix="hvplug-") as tmp:
             opts = (f"driver=iscsi,transport=tcp,portal={target.portal},"
-                    f"target={target.iqn},lun={target.lun},initiator-name={initiator_name()}")
+                    f"target={target.iqn},lun={target.lun},initiator-name={self.initiator_iqn()}")
             secret_args: list[str] = []
             if credentials:
                 password_file = Path(tmp) / "chap"
@@ -221,7 +232,7 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         conf.source_protocol = "iscsi"
         conf.source_name = target.source_name
         conf.source_hosts = [(target.host, str(target.port))]
-        conf.source_initiator_iqn = initiator_name()
+        conf.source_initiator_iqn = self.initiator_iqn()
         credentials = chap_credentials(connection.data)
         if credentials:
             conf.auth_username = credentials[0]
@@ -285,14 +296,14 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         if _LOGIN_STATUS_AUTHENTICATION in message:
             return exception.AuthenticationFailed(username=username, **where)
         if _LOGIN_STATUS_AUTHORIZATION in message:
-            return exception.AuthorizationFailed(initiator=initiator_name(), **where)
+            return exception.AuthorizationFailed(initiator=self.initiator_iqn(), **where)
         if _LOGIN_STATUS_TARGET_NOT_FOUND in message:
-            return exception.TargetNotFound(initiator=initiator_name(), **where)
+            return exception.TargetNotFound(initiator=self.initiator_iqn(), **where)
         return None
 
 
-def _login_probed_target(targets: list[ISCSITarget],
-                         credentials: tuple[str, str] | None) -> ISCSITarget:
+def _login_probed_target(targets: list[ISCSITarget], credentials: tuple[str, str] | None,
+                         initiator: str) -> ISCSITarget:
     """The first of ``targets`` whose portal answers a login QEMU can go on with.
 
     All portals are probed at once (``hvplug.initiator.login_probe``: TCP,
@@ -310,7 +321,7 @@ def _login_probed_target(targets: list[ISCSITarget],
             credentials is not None or result.outcome is not login_probe.Outcome.AUTH_REQUIRED)
 
     results = login_probe.probe_in_order(
-        [(t.host, t.port, t.iqn) for t in targets], usable, initiator=initiator_name(),
+        [(t.host, t.port, t.iqn) for t in targets], usable, initiator=initiator,
         connect_timeout=CONF.libvirt.iscsi_portal_probe_timeout,
         login_timeout=CONF.libvirt.iscsi_login_probe_timeout)
     if usable(results[-1]):
@@ -321,11 +332,12 @@ def _login_probed_target(targets: list[ISCSITarget],
         LOG.debug("target %s at %s answered the login probe: %s", chosen.iqn,
                   chosen.portal, results[-1].detail)
         return chosen
-    raise _login_probe_error(targets, results, credentials)
+    raise _login_probe_error(targets, results, credentials, initiator)
 
 
 def _login_probe_error(targets: list[ISCSITarget], results: list,
-                       credentials: tuple[str, str] | None) -> exception.HvplugError:
+                       credentials: tuple[str, str] | None,
+                       initiator: str) -> exception.HvplugError:
     """The error for login probes of which none found a usable target."""
     from hvplug.initiator.login_probe import Outcome
 
@@ -333,16 +345,16 @@ def _login_probe_error(targets: list[ISCSITarget], results: list,
     for target, result in pairs:
         where = {"target": target.source_name, "portal": target.portal}
         if result.outcome is Outcome.NOT_FOUND:
-            return exception.TargetNotFound(initiator=initiator_name(), **where)
+            return exception.TargetNotFound(initiator=initiator, **where)
         if result.outcome is Outcome.AUTHORIZATION_FAILED:
-            return exception.AuthorizationFailed(initiator=initiator_name(), **where)
+            return exception.AuthorizationFailed(initiator=initiator, **where)
         if result.outcome is Outcome.AUTHENTICATION_FAILED:
             return exception.AuthenticationFailed(
                 username=credentials[0] if credentials else "(none)", **where)
         if result.outcome is Outcome.AUTH_REQUIRED:
             return exception.TargetRequiresChap(method=result.auth_method or "CHAP", **where)
         if result.outcome is Outcome.REFUSED:
-            return exception.TargetLoginRefused(initiator=initiator_name(),
+            return exception.TargetLoginRefused(initiator=initiator,
                                                 status=result.detail, **where)
     silent = [(t, r) for t, r in pairs if r.outcome is Outcome.NO_ANSWER]
     if silent:
