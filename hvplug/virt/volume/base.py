@@ -135,7 +135,10 @@ class LibvirtBaseVolumeDriver:
         conf.driver_discard = "unmap" if data.get("discard") else None
         conf.target_dev = disk_info["dev"]
         conf.target_bus = disk_info["bus"]
-        conf.serial = connection_info.get("serial") or data.get("volume_id")
+        # A passed-through LUN answers INQUIRY itself (its own serial):
+        # libvirt refuses <serial> on device='lun'.
+        if conf.source_device != "lun":
+            conf.serial = connection_info.get("serial") or data.get("volume_id")
         conf.readonly = data.get("access_mode") == "ro"
         for key in ("logical_block_size", "physical_block_size"):
             if data.get(key) not in (None, ""):

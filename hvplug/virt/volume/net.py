@@ -159,13 +159,13 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                     credentials: tuple[str, str]) -> exception.HvplugError | None:
         """Log in once with QEMU's own initiator (qemu-img); the error, if any."""
         try:
-            self._qemu_img_info(target, credentials)
+            self._qemu_img_info(target, credentials, parse=False)
         except exception.ProcessExecutionError as exc:
             return self.login_error(exc.stderr, target, credentials[0]) or exc
         return None
 
-    def _qemu_img_info(self, target: ISCSITarget,
-                       credentials: tuple[str, str] | None) -> dict:
+    def _qemu_img_info(self, target: ISCSITarget, credentials: tuple[str, str] | None,
+                       parse: bool = True) -> dict:
         """``qemu-img info`` of the LUN through QEMU's own initiator, as this
         host's IQN; the password reaches qemu-img in a root-only file, never
         in argv."""
@@ -180,10 +180,11 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
                     f.write(credentials[1])
                 opts += f",user={credentials[0]},password-secret=chap"
                 secret_args = ["--object", f"secret,id=chap,file={password_file}"]
-            out, _ = self.execute("qemu-img", "info", "--output", "json", *secret_args,
+            output = ("--output", "json") if parse else ()
+            out, _ = self.execute("qemu-img", "info", *output, *secret_args,
                                   "--image-opts", opts, timeout=30,
                                   secrets=(credentials[1],) if credentials else ())
-        return json.loads(out)
+        return json.loads(out) if parse else {}
 
     def volume_size(self, connection_info: dict) -> int:
         """The LUN's size now, in bytes, read through QEMU's initiator (the

@@ -17,7 +17,7 @@ def test_extend_by_connection_info_reads_the_new_size_from_the_target(
     fake_libvirt.set_lun_size(info["data"]["target_iqn"], 1, 3 << 30)
     asked = []
 
-    def qemu_img_info(driver, target, credentials):
+    def qemu_img_info(driver, target, credentials, parse=True):
         asked.append((target.source_name, credentials))
         return {"virtual-size": 3 << 30}
     monkeypatch.setattr(LibvirtNetVolumeDriver, "_qemu_img_info", qemu_img_info)
