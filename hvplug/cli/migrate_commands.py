@@ -95,9 +95,9 @@ def cmd_migrate(args, ctx) -> int:
         migrate_uri=args.migrate_uri, prepared=prepared, progress=_progress(args.domain))
     lines = [f"Migrated domain '{result.domain}' to {result.destination} in "
              f"{result.seconds:.2f} s" + (" (persistent)" if result.persistent else "")]
-    lines += [f"  {v['dev']}: volume {v['volume']}, secret {v['destination_secret']} there; "
-              + ("source secret released" if v["source_secret_released"]
-                 else "source secret kept (still needed here)" if v["source_secret"]
+    lines += [f"  {v['dev']}: volume {v['volume']}, secret {v['destination_secret_uuid']} there; "
+              + ("source secret released" if v["source_released"]
+                 else "source secret kept (still needed here)" if v["source_secret_uuid"]
                  else "no secret")
               for v in result.volumes]
     ctx.output(result.to_dict(), "\n".join(lines))

@@ -141,8 +141,10 @@ def volume_disks(registry: VolumeDriverRegistry, domain: str, xml: str) -> list[
     return found
 
 
-def _match(volumes: list[_Volume], infos: list[dict], registry: VolumeDriverRegistry) -> None:
-    """Pair each volume with the destination's connection_info; CHAP needs one."""
+def _match(volumes: list[_Volume], infos: list[dict], registry: VolumeDriverRegistry,
+           chap_needs_one: bool = True) -> None:
+    """Pair each volume with the destination's connection_info; CHAP needs
+    one (unless the destination prepared the volumes itself)."""
     for info in infos:
         driver = attach.checked_driver(registry, info)
         owners = [v for v in volumes if driver.is_same_volume(v.layer, info)]
@@ -152,7 +154,7 @@ def _match(volumes: list[_Volume], infos: list[dict], registry: VolumeDriverRegi
                 "volume of the domain; leave it out")
         for volume in owners:
             volume.dest_info = info
-    missing = [v for v in volumes if v.dest_info is None
+    missing = [v for v in volumes if chap_needs_one and v.dest_info is None
                and (v.layer.auth_secret_uuid or v.layer.auth_secret_usage)]
     if missing:
         raise exception.InvalidInput(
@@ -279,7 +281,7 @@ def migrate_domain(host: Host, registry: VolumeDriverRegistry, domain: str, dest
         if view.live_xml is None:
             raise exception.DomainNotRunning(domain=domain)
         volumes = volume_disks(registry, domain, view.live_xml)
-        _match(volumes, infos, registry)
+        _match(volumes, infos, registry, chap_needs_one=prepared is None)
         dest = None if prepared is not None else Host(dest_uri)
         try:
             made_here = dest is not None
@@ -307,10 +309,10 @@ def migrate_domain(host: Host, registry: VolumeDriverRegistry, domain: str, dest
     return MigrateResult(
         domain=domain, destination=dest_uri, seconds=seconds, persistent=persistent,
         volumes=[{"volume": v.name, "dev": v.dev,
-                  "source_secret": v.layer.auth_secret_uuid,
-                  "destination_secret": next((p.secret_uuid for p in prepared.volumes
+                  "source_secret_uuid": v.layer.auth_secret_uuid,
+                  "destination_secret_uuid": next((p.secret_uuid for p in prepared.volumes
                                               if v.layer.source_name in p.match), None),
-                  "source_secret_released": released.get(v.dev, False)}
+                  "source_released": released.get(v.dev, False)}
                  for v in volumes])
 
 
