@@ -123,9 +123,10 @@ def _bulk_output(ctx, domain: str, outcomes, describe) -> int:
 
 
 def cmd_attach(args, ctx) -> int:
-    from hvplug.virt import attach, bulk
+    from hvplug.virt import attach
     infos = _read_infos(args, ctx)
     if len(infos) > 1:
+        from hvplug.virt import bulk
         if args.dev:
             raise exception.InvalidInput(
                 reason="--dev names one device; leave it out with several --connection-info")
@@ -141,9 +142,10 @@ def cmd_attach(args, ctx) -> int:
 
 
 def cmd_detach(args, ctx) -> int:
-    from hvplug.virt import attach, bulk
+    from hvplug.virt import attach
     infos, devs = _read_infos(args, ctx), args.dev or []
     if len(infos) + len(devs) > 1:
+        from hvplug.virt import bulk
         outcomes = bulk.detach_volumes(ctx.host, ctx.registry, args.domain, infos, devs)
         return _bulk_output(ctx, args.domain, outcomes, _detach_text)
     result = attach.detach_volume(ctx.host, ctx.registry, args.domain,

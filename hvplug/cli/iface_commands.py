@@ -31,7 +31,7 @@ import shlex
 import sys
 
 from hvplug import exception
-from hvplug.initiator.hardware import TRANSPORTS
+from hvplug.conf.choices import ISCSI_TRANSPORTS as TRANSPORTS
 
 
 def _common(parser: argparse.ArgumentParser, dry_run: bool = False) -> None:

@@ -7,7 +7,10 @@ Each group lives in its own module with ``register_opts(conf)`` and
 ``CONF`` (oslo.config's global ``cfg.CONF`` with hvplug's options) is made
 on first use, not on import: importing ``hvplug.conf.choices`` (the option
 choices the CLI's parser offers) does not import oslo.config, so
-``hvplug --help`` and argument errors never pay for it.
+``hvplug --help`` and argument errors never pay for it.  oslo.config is
+imported with netaddr, rfc3986, stevedore and pickle deferred until it uses
+them (IP address and URI options, configuration source drivers, exporting
+its state): they were most of its import time (see ``doc/performance.md``).
 """
 
 import threading
@@ -20,9 +23,19 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 
+# oslo.config imports these at the top; only a few of its functions use them.
+_OSLO_DEFERRED = ("netaddr", "rfc3986", "stevedore", "pickle")
+
+
+def oslo_cfg() -> Any:
+    """``oslo_config.cfg``, imported (once) with :data:`_OSLO_DEFERRED` deferred."""
+    from hvplug.conf._deferred import import_deferring
+
+    return import_deferring("oslo_config.cfg", _OSLO_DEFERRED)
+
 
 def _registered() -> Any:
-    from oslo_config import cfg
+    cfg = oslo_cfg()  # first: the option modules import oslo_config too
 
     from hvplug.conf import backends, libvirt, locks, target, xio
 

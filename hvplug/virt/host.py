@@ -86,6 +86,9 @@ class Host:
         return self._conn
 
     def close(self) -> None:
+        """Close the connection now: the domain handles it keeps go first, as
+        each holds the connection open (libvirt closes it with the last)."""
+        self._domains.clear()
         if self._conn is not None:
             try:
                 self._conn.close()

@@ -16,7 +16,8 @@ with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.St
         main(sys.argv[1:])
     except SystemExit as exc:
         code = exc.code
-heavy = ("oslo_config", "libvirt", "lxml", "hvplug.virt", "hvplug.target", "hvplug.drivers")
+heavy = ("oslo_config", "libvirt", "lxml", "hvplug.virt", "hvplug.target", "hvplug.drivers",
+         "hvplug.initiator", "hvplug.image")
 print(json.dumps({"code": code, "loaded": sorted(m for m in heavy if m in sys.modules)}))
 """
 
@@ -35,7 +36,81 @@ def test_parsing_imports_neither_oslo_config_nor_libvirt(argv, code):
     assert json.loads(out) == {"code": code, "loaded": []}
 
 
+LOAD_CONFIG = """
+import json, sys
+from hvplug.cli.main import load_config
+load_config([sys.argv[1]])
+from hvplug.conf import CONF
+values = {"uri": CONF.libvirt.connection_uri}
+deferred = ("netaddr", "rfc3986", "stevedore", "pickle")
+loaded = sorted(m for m in deferred if m in sys.modules)
+if len(sys.argv) > 2:  # a host address option: oslo.config checks it with netaddr
+    values["san_ip"] = CONF.backend_defaults.san_ip
+print(json.dumps({"loaded": loaded, "values": values,
+                  "after": sorted(m for m in deferred if m in sys.modules)}))
+"""
+
+
+def _load_config(tmp_path, text: str, *extra: str):
+    conf = tmp_path / "hvplug.conf"
+    conf.write_text(text)
+    result = subprocess.run([sys.executable, "-c", LOAD_CONFIG, str(conf), *extra],
+                            capture_output=True, text=True, timeout=60)
+    return result
+
+
+def test_config_loads_without_oslo_configs_rarely_used_imports(tmp_path):
+    """oslo.config imports netaddr, rfc3986, stevedore and pickle at the top;
+    hvplug defers them until oslo.config uses one."""
+    result = _load_config(tmp_path, "[libvirt]\nconnection_uri = test:///default\n")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"loaded": [], "after": [],
+                                         "values": {"uri": "test:///default"}}
+
+
+@pytest.mark.parametrize(("value", "ok"), [("192.0.2.7", True), ("ise-1.example", True),
+                                           ("300.1.1.1", False)])
+def test_a_deferred_import_loads_when_oslo_config_needs_it(tmp_path, value, ok):
+    result = _load_config(tmp_path, f"[backend_defaults]\nsan_ip = {value}\n", "san_ip")
+    if not ok:  # load_config checks every value: oslo.config's error, naming it
+        assert result.returncode != 0 and "san_ip" in result.stderr, result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["values"]["san_ip"] == value and "netaddr" in report["after"]
+
+
 def test_disk_buses_are_the_drivers_buses():
     from hvplug.conf.choices import DISK_BUSES
     from hvplug.virt.guest_disks import BUS_PREFIXES
     assert sorted(DISK_BUSES) == sorted(BUS_PREFIXES)
+
+
+def test_iscsi_transports_are_the_initiators():
+    from hvplug.conf.choices import ISCSI_TRANSPORTS
+    from hvplug.initiator.hardware import TRANSPORTS
+    assert ISCSI_TRANSPORTS == TRANSPORTS
+
+
+FREEZE = """
+import gc, json, sys
+from hvplug.cli.main import main
+argv = ["--config-file", "/dev/null", "list", "--domain", "nope", "--connect",
+        "test:///default"]
+if sys.argv[1] == "process":
+    sys.argv[1:] = argv
+    rc = main()
+else:
+    rc = main(argv)
+print(json.dumps({"rc": rc, "frozen": gc.get_freeze_count() > 0}))
+"""
+
+
+@pytest.mark.parametrize(("how", "frozen"), [("process", True), ("in-process", False)])
+def test_only_the_process_own_command_skips_freeing_its_objects(how, frozen):
+    """main() of the process's own command freezes the garbage collector's
+    objects before the exit (the OS frees them at once); called with argv (a
+    test, a wrapper) it leaves the caller's collector alone."""
+    out = subprocess.run([sys.executable, "-c", FREEZE, how], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    assert json.loads(out.splitlines()[-1]) == {"rc": 1, "frozen": frozen}

@@ -178,3 +178,16 @@ def test_undefine_secret_takes_the_object_and_tolerates_a_race(host):
     assert host.undefine_secret(secret) is True
     assert host.undefine_secret(stale) is False  # another process removed it first
     assert not host.secret_exists(uuid)
+
+
+def test_close_closes_the_connection_with_domain_handles_cached(host, guest, fake_libvirt,
+                                                               monkeypatch):
+    """libvirt closes a connection with its last reference, and each domain
+    handle Host keeps is one: close() lets them go, so it really closes."""
+    host.domain_uuid(guest)
+    left = []
+    real_close = fake_libvirt.virConnect.close
+    monkeypatch.setattr(fake_libvirt.virConnect, "close",
+                        lambda self: left.append(real_close(self)) or left[-1])
+    host.close()
+    assert left == [0]
