@@ -259,7 +259,7 @@ class ManagedSaveConflict(HypervisorError):
 
 class ForeignSecretUnusable(SecretError):
     msg_fmt = (
-        "Secret %(uuid)s (usage iscsi '%(usage)s') was not created by hvplug "
+        "Secret %(uuid)s (usage %(usage_type)s '%(usage)s') was not created by hvplug "
         "and cannot be used: %(reason)s. hvplug never changes or deletes a "
         "secret it did not create; %(fix)s."
     )
@@ -279,6 +279,69 @@ class SecretUsageTaken(SecretError):
         "%(holder)s already has that usage, and libvirt allows one secret per "
         "usage. Point the disk at %(holder)s (virsh edit) or undefine "
         "%(holder)s if it is not needed, then run hvplug reconcile again."
+    )
+
+
+# -- encrypted volumes: the LUKS passphrase and its secret --------------------
+# A passphrase never reaches a message: callers pass volume names and paths.
+
+class PassphraseMissing(SecretError, InvalidInput):
+    msg_fmt = (
+        "Volume %(volume)s is encrypted (encrypted: true in its connection_info) "
+        "but no passphrase was given. Pass --passphrase-file FILE (a file that "
+        "holds the volume's LUKS passphrase, readable by its owner only), or set "
+        "[libvirt] volume_key_dir to a directory of such files named by volume "
+        "id (here %(volume)s). Nothing was changed."
+    )
+
+
+class PassphraseKeyFileMissing(SecretError, InvalidInput):
+    msg_fmt = (
+        "Volume %(volume)s is encrypted, but [libvirt] volume_key_dir has no "
+        "key file %(path)s. Put the volume's LUKS passphrase there (mode "
+        "0600), or pass --passphrase-file FILE. Nothing was changed."
+    )
+
+
+class PassphraseNotNeeded(SecretError, InvalidInput):
+    msg_fmt = (
+        "A passphrase was given for volume %(volume)s, which is not encrypted "
+        "(its connection_info has no encrypted: true). Leave --passphrase-file "
+        "out, or pass the connection_info of the encrypted volume. Nothing was "
+        "changed."
+    )
+
+
+class PassphraseFileUnsafe(SecretError, InvalidInput):
+    msg_fmt = (
+        "Passphrase file %(path)s (%(what)s) is %(reason)s (mode %(mode)s); "
+        "a file that holds a passphrase must be readable by its owner only. "
+        "Run 'chmod 600 %(path)s' and retry. Nothing was changed."
+    )
+
+
+class PassphraseFileUnreadable(SecretError, InvalidInput):
+    msg_fmt = (
+        "Cannot read a passphrase from %(path)s (%(what)s): %(reason)s. "
+        "Nothing was changed."
+    )
+
+
+class PassphraseRejected(SecretError):
+    msg_fmt = (
+        "QEMU could not open encrypted volume %(volume)s on domain "
+        "'%(domain)s': the passphrase unlocks none of its LUKS key slots "
+        "(%(reason)s).%(undone)s Check the passphrase (--passphrase-file, or "
+        "the volume's file in [libvirt] volume_key_dir): it is the file's "
+        "bytes exactly, a trailing newline included."
+    )
+
+
+class NotALuksVolume(SecretError):
+    msg_fmt = (
+        "Volume %(volume)s is marked encrypted, but QEMU found no LUKS header "
+        "on it (%(reason)s).%(undone)s Attach it without encrypted: true if "
+        "it holds plain data, or check that this is the volume meant."
     )
 
 

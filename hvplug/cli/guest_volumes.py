@@ -49,6 +49,10 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     _disk_options(attach_)
     attach_.add_argument("--persistent", action="store_true",
                          help="also add it to the domain's persistent configuration")
+    attach_.add_argument("--passphrase-file", metavar="FILE",
+                         help="file holding the LUKS passphrase of an encrypted volume "
+                         "(encrypted: true), its bytes exactly; readable by its owner "
+                         "only (default: the volume's file in [libvirt] volume_key_dir)")
     _json_option(attach_)
     attach_.set_defaults(func=cmd_attach)
 
@@ -76,11 +80,13 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 def cmd_render(args, ctx) -> int:
     from hvplug.virt import attach
     info = ctx.read_connection_info(args.connection_info)
-    driver, disk_xml, secret_xml = attach.render_volume(
-        ctx.registry, info, bus=args.bus, dev=args.dev)
-    ctx.output({"driver": attach.class_path(driver), "disk_xml": disk_xml,
-                "secret_xml": secret_xml},
-               disk_xml + (f"\n{secret_xml}" if secret_xml else ""))
+    rendered = attach.render(ctx.registry, info, bus=args.bus, dev=args.dev)
+    secrets = [xml for xml in (rendered.secret_xml, rendered.encryption_secret_xml) if xml]
+    payload = {"driver": attach.class_path(rendered.driver), "disk_xml": rendered.disk_xml,
+               "secret_xml": rendered.secret_xml}
+    if rendered.encryption_secret_xml is not None:  # an encrypted volume's passphrase secret
+        payload["encryption_secret_xml"] = rendered.encryption_secret_xml
+    ctx.output(payload, "\n".join([rendered.disk_xml, *secrets]))
     return exception.EXIT_OK
 
 
@@ -122,21 +128,32 @@ def _bulk_output(ctx, domain: str, outcomes, describe) -> int:
     return exception.EXIT_OK if ok else exception.EXIT_FAILED
 
 
+def _passphrase(args) -> bytes | None:
+    """The bytes of ``--passphrase-file``, if given (never printed)."""
+    if not args.passphrase_file:
+        return None
+    from hvplug.virt import encryption
+    return encryption.read_passphrase_file(args.passphrase_file)
+
+
 def cmd_attach(args, ctx) -> int:
     from hvplug.virt import attach
     infos = _read_infos(args, ctx)
+    passphrase = _passphrase(args)
     if len(infos) > 1:
         from hvplug.virt import bulk
         if args.dev:
             raise exception.InvalidInput(
                 reason="--dev names one device; leave it out with several --connection-info")
         outcomes = bulk.attach_volumes(ctx.host, ctx.registry, args.domain, infos,
-                                       bus=args.bus, persistent=args.persistent)
+                                       bus=args.bus, persistent=args.persistent,
+                                       passphrase=passphrase)
         return _bulk_output(ctx, args.domain, outcomes, _attach_text)
     if not infos:
         raise exception.InvalidInput(reason="give --connection-info FILE (or - for stdin)")
     result = attach.attach_volume(ctx.host, ctx.registry, args.domain, infos[0],
-                                  bus=args.bus, dev=args.dev, persistent=args.persistent)
+                                  bus=args.bus, dev=args.dev, persistent=args.persistent,
+                                  passphrase=passphrase)
     ctx.output(result.to_dict(), _attach_text(result.to_dict()))
     return exception.EXIT_OK
 

@@ -139,6 +139,17 @@ libvirt_opts = [
         help="Volumes one 'hvplug attach' or 'detach' with several "
         "--connection-info handles at once (threads). Changes to one domain "
         "still take turns under its lock; probes, logins and secrets overlap."),
+    cfg.StrOpt(
+        "volume_key_dir",
+        help="Directory of LUKS passphrases for encrypted volumes "
+        "(connection_info data.encrypted true): one file per volume, named "
+        "by its volume id (serial, else data.volume_id), holding the "
+        "passphrase's bytes exactly, mode 0600 (a file its group or others "
+        "may read or write is refused). 'hvplug attach --passphrase-file' "
+        "overrides it. "
+        "Unset: an encrypted volume needs --passphrase-file. An absolute "
+        "path.",
+    ),
     cfg.FloatOpt(
         "device_detach_timeout",
         default=30.0,

@@ -28,7 +28,7 @@ from hvplug import connection_schema, exception
 from hvplug.conf import CONF
 from hvplug.utils import interrupts, locks
 from hvplug.utils.masking import mask_dict
-from hvplug.virt import config, guest_disks
+from hvplug.virt import config, encryption, guest_disks
 from hvplug.virt.guest_disks import DomainView, FoundDisk
 from hvplug.virt.host import Host
 from hvplug.virt.volume.base import LibvirtBaseVolumeDriver, VolumeConnection
@@ -129,7 +129,8 @@ def locked_view(host: Host, domain: str, operation: str):
 def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
                   connection_info: dict, bus: str | None = None,
                   dev: str | None = None, persistent: bool = False,
-                  config_only: bool = False, device: str | None = None) -> AttachResult:
+                  config_only: bool = False, device: str | None = None,
+                  passphrase: bytes | None = None) -> AttachResult:
     """Attach the volume of ``connection_info`` to ``domain``.
 
     A volume attached live only is, with ``persistent`` (or ``config_only``),
@@ -138,12 +139,15 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
     domain only, running or not (virsh's ``--config``); the running domain
     gets it at its next start.  ``device``: ``disk`` or ``lun`` (SCSI
     passthrough, bus scsi only); default ``[libvirt] disk_device``.
+    ``passphrase``: the LUKS passphrase of an encrypted volume (else
+    ``[libvirt] volume_key_dir`` has it; see :mod:`hvplug.virt.encryption`).
     """
     interrupts.begin()
     driver = checked_driver(registry, connection_info)
     bus = bus or CONF.libvirt.disk_bus
     guest_disks.check_bus(bus)
     device = guest_disks.check_device(device or CONF.libvirt.disk_device, bus)
+    key = encryption.passphrase_for(connection_info, passphrase, device)
     operation = f"attach volume {volume_name(connection_info)} to domain '{domain}'"
     preflight = Preflight(driver, connection_info)  # overlaps the lock and the reads
     with locked_view(host, domain, operation) as view:
@@ -155,10 +159,11 @@ def attach_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
         used = view.used_devs()
         dev = (guest_disks.check_dev_name(dev, bus, used, domain) if dev
                else guest_disks.free_dev_name(bus, used, domain))
-        with locks.all_of(driver.lock_names(connection_info), operation):
+        with locks.all_of(driver.lock_names(connection_info)
+                          + encryption.lock_names(connection_info), operation):
             connection = _plug(host, driver, connection_info, domain,
                                {"dev": dev, "bus": bus, "type": device}, live, persistent,
-                               preflight)
+                               preflight, key)
     return AttachResult(domain=domain, dev=dev, bus=bus, driver=class_path(driver),
                         secret_uuid=connection.secret_uuid, portal=connection.portal,
                         live=live, persistent=persistent)
@@ -200,19 +205,24 @@ class Preflight:
 
 
 def _plug(host, driver, connection_info, domain, disk_info: dict, live, persistent,
-          preflight: Preflight | None = None) -> VolumeConnection:
-    """connect_volume + attach, both undone on any failure or interrupt.
+          preflight: Preflight | None = None,
+          key: encryption.Passphrase | None = None) -> VolumeConnection:
+    """connect_volume (and an encrypted volume's passphrase secret) + attach,
+    all undone on any failure or interrupt.
 
     ``disk_info``: ``dev``, ``bus`` and ``type`` (``disk``/``lun``), as Nova's.
     """
     dev = disk_info["dev"]
     LOG.debug("attaching %s to %s as %s", mask_dict(connection_info), domain, dev)
     connection = None
+    passphrase_secret = None
     try:
         checked = preflight.result() if preflight is not None else None
         connection = driver.connect_volume(connection_info, domain, preflight=checked)
+        passphrase_secret = encryption.ensure_passphrase_secret(host, connection_info, key)
         LOG.debug("volume connected for %s; attaching device %s", domain, dev)
         disk = driver.get_config(connection, disk_info)
+        encryption.configure_disk(disk, passphrase_secret)
         host.attach_device(domain, disk, live=live, persistent=persistent)
         LOG.debug("device %s attached to %s", dev, domain)
         interrupts.commit()  # done: a signal from now on must not undo it
@@ -221,7 +231,7 @@ def _plug(host, driver, connection_info, domain, disk_info: dict, live, persiste
         if connection is None:  # connect failed: undo by what the volume is, not by its keys
             connection = VolumeConnection(connection_info)
         with interrupts.deferred():
-            left = _roll_back(host, driver, connection, domain, dev)
+            left = _roll_back(host, driver, connection, domain, dev, passphrase_secret)
         if isinstance(exc, Exception):
             error = _attach_error(host, driver, connection, domain, exc,
                                   undone=not left)
@@ -265,7 +275,8 @@ def _attach_error(host, driver, connection: VolumeConnection, domain, exc,
     if not isinstance(exc, host.libvirt.libvirtError):
         return exc
     message = exc.get_error_message()
-    precise = driver.attach_error(message, connection)
+    precise = (encryption.attach_error(message, connection.connection_info, domain, undone)
+               or driver.attach_error(message, connection))
     if precise is not None:
         return precise
     if host.is_code(exc, "VIR_ERR_OPERATION_INVALID") and not host.domain_state(domain)[0]:
@@ -275,8 +286,10 @@ def _attach_error(host, driver, connection: VolumeConnection, domain, exc,
                                   undone=" Nothing was left behind." if undone else "")
 
 
-def _roll_back(host, driver, connection: VolumeConnection, domain, dev) -> list[str]:
-    """Undo a failed attach: a disk libvirt half-added, then the driver's work.
+def _roll_back(host, driver, connection: VolumeConnection, domain, dev,
+               passphrase_secret: str | None = None) -> list[str]:
+    """Undo a failed attach: a disk libvirt half-added, then the driver's work
+    and the passphrase secret ``passphrase_secret`` (an encrypted volume's).
 
     Returns what could not be undone, one phrase each (empty: nothing is
     left behind), so the error can say so instead of claiming a clean undo.
@@ -303,6 +316,11 @@ def _roll_back(host, driver, connection: VolumeConnection, domain, dev) -> list[
         LOG.exception("rolling back the connection of %s to %s failed", dev, domain)
         left.append(f"the volume's connection on this host (its secret or sessions: "
                     f"{_short(exc)})")
+    try:
+        encryption.release_passphrase_secret(host, passphrase_secret)
+    except Exception as exc:
+        LOG.exception("rolling back the passphrase secret of %s on %s failed", dev, domain)
+        left.append(f"the volume's passphrase secret {passphrase_secret} ({_short(exc)})")
     return left
 
 
@@ -359,6 +377,7 @@ def _detach(host, registry, domain, driver, connection_info, dev, operation,
         connection = driver.connection_of(connection_info, found.layer)
         with locks.all_of(driver.lock_names(connection_info), operation):
             driver.disconnect_volume(connection, domain)
+        encryption.release_disk_secret(host, found.layer, operation)
         interrupts.commit()
     return DetachResult(domain=domain, dev=found.target_dev, driver=class_path(driver),
                         live=places["live"], persistent=places["persistent"],
@@ -411,10 +430,31 @@ def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
 
     A secret gets a fresh UUID that the disk references, so the pair can be
     fed to ``virsh secret-define`` and ``virsh attach-device`` as is.
+    :func:`render` also gives an encrypted volume's passphrase secret.
     """
+    rendered = render(registry, connection_info, bus=bus, dev=dev, device=device)
+    return rendered.driver, rendered.disk_xml, rendered.secret_xml
+
+
+@dataclass
+class Rendered:
+    """A volume's disk XML and the XML of each secret it references (None
+    where there is none), each secret with a fresh UUID and no value."""
+
+    driver: LibvirtBaseVolumeDriver
+    disk_xml: str
+    secret_xml: str | None
+    encryption_secret_xml: str | None = None
+
+
+def render(registry: VolumeDriverRegistry, connection_info: dict,
+           bus: str | None = None, dev: str | None = None,
+           device: str | None = None) -> Rendered:
+    """What :func:`attach_volume` would give libvirt, without touching any host."""
     driver = checked_driver(registry, connection_info)
     bus = bus or CONF.libvirt.disk_bus
     device = guest_disks.check_device(device or CONF.libvirt.disk_device, bus)
+    encryption.check_device(connection_info, device)
     dev = (guest_disks.check_dev_name(dev, bus, set(), "(rendered)") if dev
            else guest_disks.free_dev_name(bus, set(), "(rendered)"))
     secret = driver.secret_config(connection_info)
@@ -422,5 +462,10 @@ def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
     if secret is not None:
         secret.uuid = str(uuid.uuid4())
         connection = replace(connection, secret_uuid=secret.uuid)
+    passphrase_secret = encryption.secret_config(connection_info)
+    if passphrase_secret is not None:
+        passphrase_secret.uuid = str(uuid.uuid4())
     disk = driver.get_config(connection, {"dev": dev, "bus": bus, "type": device})
-    return driver, disk.to_xml(), secret.to_xml() if secret is not None else None
+    encryption.configure_disk(disk, passphrase_secret.uuid if passphrase_secret else None)
+    return Rendered(driver, disk.to_xml(), secret.to_xml() if secret is not None else None,
+                    passphrase_secret.to_xml() if passphrase_secret is not None else None)

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from hvplug import exception
 from hvplug.conf import CONF
 from hvplug.utils import interrupts
-from hvplug.virt import attach
+from hvplug.virt import attach, encryption
 
 LOG = logging.getLogger(__name__)
 
@@ -52,14 +52,18 @@ def _error(exc: Exception) -> dict:
             "exit_code": exception.EXIT_FAILED}
 
 
-def _checked(registry, infos: list[dict]) -> None:
-    """Every document's outer shape and driver, before anything changes."""
+def _checked(registry, infos: list[dict], keys: bool = False,
+             passphrase: bytes | None = None) -> None:
+    """Every document's outer shape and driver (with ``keys``, an encrypted
+    volume's passphrase too), before anything changes."""
     if not infos:
         raise exception.InvalidInput(reason="give at least one connection_info")
     seen: dict[tuple, int] = {}
     for index, info in enumerate(infos, 1):
         try:
             attach.checked_driver(registry, info)
+            if keys:
+                encryption.passphrase_for(info, passphrase)
         except exception.InvalidInput as exc:
             raise type(exc)(f"connection_info #{index}: {exc.message}") from None
         key = _identity(info)
@@ -114,14 +118,26 @@ def _run(items: list, work, workers: int | None, on_interrupt=None) -> list[Volu
 
 
 def attach_volumes(host, registry, domain: str, infos: list[dict], bus: str | None = None,
-                   persistent: bool = False, workers: int | None = None) -> list[VolumeOutcome]:
-    """Attach every volume of ``infos`` to ``domain``; one outcome per volume."""
-    _checked(registry, infos)
+                   persistent: bool = False, workers: int | None = None,
+                   passphrase: bytes | None = None) -> list[VolumeOutcome]:
+    """Attach every volume of ``infos`` to ``domain``; one outcome per volume.
+
+    ``passphrase``: the LUKS passphrase of the one volume ``infos`` holds;
+    encrypted volumes among several take theirs from ``[libvirt]
+    volume_key_dir``, each its own.
+    """
+    if passphrase is not None and len(infos) > 1:
+        raise exception.InvalidInput(
+            reason="one passphrase cannot open several volumes: attach an encrypted volume "
+            "alone with --passphrase-file, or set [libvirt] volume_key_dir, where each "
+            "volume has its own key file")
+    _checked(registry, infos, keys=True, passphrase=passphrase)
     host.connection()  # opened once, before the threads share it
 
     def work(info):
         return attach.volume_name(info), lambda: attach.attach_volume(
-            host, registry, domain, info, bus=bus, persistent=persistent)
+            host, registry, domain, info, bus=bus, persistent=persistent,
+            passphrase=passphrase)
     return _run(infos, work, workers, on_interrupt=lambda done: _undo(
         host, registry, domain, [o for o in done if o.ok]))
 

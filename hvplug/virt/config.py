@@ -295,6 +295,12 @@ def _iotune(name: str) -> XMLProperty:
     return XMLProperty(f"./iotune/{name}", kind="int")
 
 
+def _in_source(path: str) -> XMLProperty:
+    """A value written inside ``<source>`` and read from there or from its
+    legacy place as a child of ``<disk>``."""
+    return XMLProperty(f"./source/{path}", legacy_paths=[f"./{path}"])
+
+
 class LibvirtConfigGuestDisk(LibvirtConfigObject):
     """A guest ``<disk>``: file, block device or network volume.
 
@@ -310,7 +316,9 @@ class LibvirtConfigGuestDisk(LibvirtConfigObject):
         disk.set_qos_specs(data["qos_specs"])
 
     ``<auth>`` is written inside ``<source>`` and read from there or from
-    its legacy place as a child of ``<disk>``.
+    its legacy place as a child of ``<disk>``; so is ``<encryption>`` (a
+    LUKS volume: ``encryption_format="luks"``, ``encryption_secret_type=
+    "passphrase"``, ``encryption_secret_uuid``).
     """
 
     root_name = "disk"
@@ -336,6 +344,13 @@ class LibvirtConfigGuestDisk(LibvirtConfigObject):
                                    legacy_paths=["./auth/secret/@uuid"])
     auth_secret_usage = XMLProperty("./source/auth/secret/@usage",
                                     legacy_paths=["./auth/secret/@usage"])
+    # QEMU's native LUKS: <encryption format='luks'> with the passphrase
+    # secret, inside <source> (where libvirt documents it, per source) or,
+    # read only, as a child of <disk> (Nova's place, libvirt's legacy one).
+    encryption_format = _in_source("encryption/@format")
+    encryption_secret_type = _in_source("encryption/secret/@type")
+    encryption_secret_uuid = _in_source("encryption/secret/@uuid")
+    encryption_secret_usage = _in_source("encryption/secret/@usage")
     target_dev = XMLProperty("./target/@dev")
     target_bus = XMLProperty("./target/@bus")
     # <iotune>: one property per IOTUNE_KEYS entry, in its order.

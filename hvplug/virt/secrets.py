@@ -86,6 +86,9 @@ def attribute_text(text: str) -> str:
 
 
 _REFERENCE = ".//secret[@uuid=$uuid or (@type=$type and @usage=$usage)]"
+# A disk names a secret's usage type in its <secret type=...>, except for a
+# volume secret, which <encryption> references as type 'passphrase'.
+_REFERENCE_TYPES = {"volume": "passphrase"}
 
 
 def _owner_dev(element: etree._Element) -> str | None:
@@ -100,7 +103,8 @@ def references(xml: str, ref: SecretRef) -> list[str | None]:
     if not any(needle in xml for needle in ref.needles()):
         return []  # the cheap test first: most documents name neither
     root = etree.fromstring(xml.encode())
-    found = root.xpath(_REFERENCE, uuid=ref.uuid or "", type=ref.usage_type or "",
+    kind = _REFERENCE_TYPES.get(ref.usage_type or "", ref.usage_type or "")
+    found = root.xpath(_REFERENCE, uuid=ref.uuid or "", type=kind,
                        usage=ref.usage_id or "\0")
     return [_owner_dev(element) for element in found]
 
@@ -114,7 +118,8 @@ def users(host, ref: SecretRef) -> list[SecretUser]:
 
 def ensure_secret(host, conf: config.LibvirtConfigSecret, value: bytes,
                   prove: Callable[[], exception.HvplugError | None],
-                  uuid: str | None = None, prove_new: bool = False) -> str:
+                  uuid: str | None = None, prove_new: bool = False,
+                  keep_in_use: bool = False) -> str:
     """The uuid of a secret with ``conf``'s usage that holds ``value``.
 
     ``prove()`` logs in with the volume's credentials and returns the error
@@ -125,7 +130,11 @@ def ensure_secret(host, conf: config.LibvirtConfigSecret, value: bytes,
     module docstring.
 
     ``uuid`` asks for that uuid (a disk that references a lost secret by
-    uuid); ``prove_new`` proves the credentials before a new secret too.
+    uuid); ``prove_new`` proves the credentials before a new secret too;
+    ``keep_in_use``: hvplug's own secret keeps its value while any domain
+    uses it, nothing proven or set (a LUKS passphrase: those domains opened
+    the volume with it, and only QEMU could prove another).  A new secret
+    takes ``conf.description`` when it carries :data:`OWNER_MARKER`.
     """
     existing = host.find_secret(conf.usage_type, conf.usage_id)
     if existing is not None and uuid and existing.UUIDString() != uuid:
@@ -136,7 +145,9 @@ def ensure_secret(host, conf: config.LibvirtConfigSecret, value: bytes,
             _prove(prove)
         mine = config.LibvirtConfigSecret(
             ephemeral=False, private=True, uuid=uuid,
-            description=owned_description(conf.usage_id),
+            description=(conf.description
+                         if (conf.description or "").startswith(OWNER_MARKER)
+                         else owned_description(conf.usage_id)),
             usage_type=conf.usage_type, usage_id=conf.usage_id)
         secret = host.define_secret_xml(mine.to_xml())
         try:
@@ -150,6 +161,10 @@ def ensure_secret(host, conf: config.LibvirtConfigSecret, value: bytes,
     found.uuid = found.uuid or existing.UUIDString()
     if is_owned(found):
         if users(host, SecretRef.of(found)):
+            if keep_in_use:
+                LOG.info("secret %s of %s is in use: it keeps its value", found.uuid,
+                         conf.usage_id)
+                return found.uuid
             _prove(prove)
         existing.setValue(value)
         LOG.debug("set the value of secret %s for %s", found.uuid, conf.usage_id)
@@ -166,7 +181,7 @@ def _prove(prove) -> None:
 def _adopt(found: config.LibvirtConfigSecret, prove) -> str:
     if found.ephemeral:
         raise exception.ForeignSecretUnusable(
-            uuid=found.uuid, usage=found.usage_id,
+            uuid=found.uuid, usage_type=found.usage_type, usage=found.usage_id,
             reason="it is ephemeral, so libvirt forgets it when libvirtd restarts "
             "and the disk could then neither start nor migrate",
             fix=f"undefine it (virsh secret-undefine {found.uuid}) to let hvplug "

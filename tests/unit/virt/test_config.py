@@ -83,6 +83,25 @@ def disk_burst_blockio() -> config.LibvirtConfigGuestDisk:
     return disk
 
 
+def disk_network_iscsi_luks() -> config.LibvirtConfigGuestDisk:
+    """A LUKS volume QEMU decrypts (with CHAP): <encryption> inside <source>."""
+    disk = disk_network_iscsi_chap()
+    disk.source_name, disk.target_dev, disk.serial = f"{IQN}/2", "sdb", "volume-6"
+    disk.encryption_format, disk.encryption_secret_type = "luks", "passphrase"
+    disk.encryption_secret_uuid = "5f2d3e3a-58c2-4a3b-9d43-0c4a6c1b7e21"
+    return disk
+
+
+def disk_block_luks() -> config.LibvirtConfigGuestDisk:
+    """A host-attached LUKS volume whose passphrase secret is named by usage."""
+    disk = config.LibvirtConfigGuestDisk(source_type="block", target_dev="vdf",
+                                         target_bus="virtio",
+                                         source_path="/dev/mapper/mpath-volume-7")
+    disk.encryption_format, disk.encryption_secret_type = "luks", "passphrase"
+    disk.encryption_secret_usage = disk.serial = "volume-7"
+    return disk
+
+
 def secret_iscsi() -> config.LibvirtConfigSecret:
     return config.LibvirtConfigSecret(
         private=True, uuid=UUID, description="CHAP secret of volume-3",
@@ -101,7 +120,7 @@ def secret_volume() -> config.LibvirtConfigSecret:
 
 
 DISKS = [disk_file, disk_block, disk_network_iscsi_chap, disk_network_rbd,
-         disk_iotune, disk_burst_blockio]
+         disk_iotune, disk_burst_blockio, disk_network_iscsi_luks, disk_block_luks]
 SECRETS = [secret_iscsi, secret_ceph, secret_volume]
 VALIDATORS = {
     config.LibvirtConfigGuestDisk: xmlcheck.assert_valid_disk,
