@@ -1,4 +1,4 @@
-"""Commands on a guest's volumes: render, attach, detach, list, verify.
+"""Commands on a guest's volumes: render, attach, detach, extend, list, verify.
 
 ``attach`` and ``detach`` take ``--connection-info`` more than once (bulk
 mode): the volumes are handled in parallel, each on its own, and the JSON is
@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from hvplug import exception
-from hvplug.conf.choices import DISK_BUSES
+from hvplug.conf.choices import DISK_BUSES, DISK_DEVICES
 
 
 def _json_option(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +22,27 @@ def _disk_options(parser: argparse.ArgumentParser) -> None:
                         help="disk bus (default: [libvirt] disk_bus)")
     parser.add_argument("--dev", metavar="NAME",
                         help="target device name, e.g. sdb (default: the first free one)")
+    parser.add_argument("--device", choices=DISK_DEVICES,
+                        help="'disk', or 'lun' to pass the SCSI LUN through (bus scsi only; "
+                        "default: [libvirt] disk_device)")
+
+
+def _config_only_option(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("--config-only", action="store_true",
+                        help=f"{verb} the persistent configuration only, leaving a running "
+                        "domain as it is (virsh's --config)")
+
+
+def _size(value: str) -> int:
+    """A size in bytes, or with a K/M/G/T suffix (powers of 1024)."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    number, unit = value[:-1], value[-1:].upper()
+    if unit.isdigit():
+        number, unit = value, ""
+    if unit not in units or not number.isascii() or not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a size: a positive number of bytes, or with K, M, G or T")
+    return int(number) * units[unit]
 
 
 def _info_option(parser, required: bool = True) -> None:
@@ -49,6 +70,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     _disk_options(attach_)
     attach_.add_argument("--persistent", action="store_true",
                          help="also add it to the domain's persistent configuration")
+    _config_only_option(attach_, "add it to")
     attach_.add_argument("--passphrase-file", metavar="FILE",
                          help="file holding the LUKS passphrase of an encrypted volume "
                          "(encrypted: true), its bytes exactly; readable by its owner "
@@ -62,8 +84,22 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     _infos_option(which)
     which.add_argument("--dev", metavar="NAME", action="append",
                        help="target device name, e.g. sda (repeatable)")
+    _config_only_option(detach, "remove it from")
     _json_option(detach)
     detach.set_defaults(func=cmd_detach)
+
+    extend = commands.add_parser(
+        "extend", parents=[common],
+        help="tell a running domain that its volume grew (after the storage side grew it)")
+    extend.add_argument("--domain", required=True)
+    which = extend.add_mutually_exclusive_group(required=True)
+    _info_option(which, required=False)
+    which.add_argument("--dev", metavar="NAME", help="target device name, e.g. sda")
+    extend.add_argument("--size", type=_size, metavar="SIZE",
+                        help="the new size (bytes, or with K/M/G/T); default: read from the "
+                        "target (which needs --connection-info for a CHAP volume)")
+    _json_option(extend)
+    extend.set_defaults(func=cmd_extend)
 
     list_ = commands.add_parser("list", parents=[common], help="list a domain's volumes")
     list_.add_argument("--domain", required=True)
@@ -80,7 +116,8 @@ def register(commands, common: argparse.ArgumentParser) -> None:
 def cmd_render(args, ctx) -> int:
     from hvplug.virt import attach
     info = ctx.read_connection_info(args.connection_info)
-    rendered = attach.render(ctx.registry, info, bus=args.bus, dev=args.dev)
+    rendered = attach.render(ctx.registry, info, bus=args.bus, dev=args.dev,
+                             device=args.device)
     secrets = [xml for xml in (rendered.secret_xml, rendered.encryption_secret_xml) if xml]
     payload = {"driver": attach.class_path(rendered.driver), "disk_xml": rendered.disk_xml,
                "secret_xml": rendered.secret_xml}
@@ -147,13 +184,15 @@ def cmd_attach(args, ctx) -> int:
                 reason="--dev names one device; leave it out with several --connection-info")
         outcomes = bulk.attach_volumes(ctx.host, ctx.registry, args.domain, infos,
                                        bus=args.bus, persistent=args.persistent,
-                                       passphrase=passphrase)
+                                       passphrase=passphrase, config_only=args.config_only,
+                                       device=args.device)
         return _bulk_output(ctx, args.domain, outcomes, _attach_text)
     if not infos:
         raise exception.InvalidInput(reason="give --connection-info FILE (or - for stdin)")
     result = attach.attach_volume(ctx.host, ctx.registry, args.domain, infos[0],
                                   bus=args.bus, dev=args.dev, persistent=args.persistent,
-                                  passphrase=passphrase)
+                                  passphrase=passphrase, config_only=args.config_only,
+                                  device=args.device)
     ctx.output(result.to_dict(), _attach_text(result.to_dict()))
     return exception.EXIT_OK
 
@@ -163,12 +202,30 @@ def cmd_detach(args, ctx) -> int:
     infos, devs = _read_infos(args, ctx), args.dev or []
     if len(infos) + len(devs) > 1:
         from hvplug.virt import bulk
-        outcomes = bulk.detach_volumes(ctx.host, ctx.registry, args.domain, infos, devs)
+        outcomes = bulk.detach_volumes(ctx.host, ctx.registry, args.domain, infos, devs,
+                                       config_only=args.config_only)
         return _bulk_output(ctx, args.domain, outcomes, _detach_text)
     result = attach.detach_volume(ctx.host, ctx.registry, args.domain,
                                   connection_info=infos[0] if infos else None,
-                                  dev=devs[0] if devs else None)
+                                  dev=devs[0] if devs else None, config_only=args.config_only)
     ctx.output(result.to_dict(), _detach_text(result.to_dict()))
+    return exception.EXIT_OK
+
+
+def _bytes(size: int) -> str:
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if size >= scale:
+            return f"{size / scale:g} {unit} ({size} bytes)"
+    return f"{size} bytes"
+
+
+def cmd_extend(args, ctx) -> int:
+    from hvplug.virt import extend
+    info = ctx.read_connection_info(args.connection_info) if args.connection_info else None
+    result = extend.extend_volume(ctx.host, ctx.registry, args.domain, connection_info=info,
+                                  dev=args.dev, size=args.size)
+    ctx.output(result.to_dict(), f"{result.dev} of domain '{result.domain}': "
+               f"{_bytes(result.old_size)} -> {_bytes(result.new_size)}")
     return exception.EXIT_OK
 
 

@@ -119,7 +119,8 @@ def _run(items: list, work, workers: int | None, on_interrupt=None) -> list[Volu
 
 def attach_volumes(host, registry, domain: str, infos: list[dict], bus: str | None = None,
                    persistent: bool = False, workers: int | None = None,
-                   passphrase: bytes | None = None) -> list[VolumeOutcome]:
+                   passphrase: bytes | None = None, config_only: bool = False,
+                   device: str | None = None) -> list[VolumeOutcome]:
     """Attach every volume of ``infos`` to ``domain``; one outcome per volume.
 
     ``passphrase``: the LUKS passphrase of the one volume ``infos`` holds;
@@ -137,7 +138,7 @@ def attach_volumes(host, registry, domain: str, infos: list[dict], bus: str | No
     def work(info):
         return attach.volume_name(info), lambda: attach.attach_volume(
             host, registry, domain, info, bus=bus, persistent=persistent,
-            passphrase=passphrase)
+            passphrase=passphrase, config_only=config_only, device=device)
     return _run(infos, work, workers, on_interrupt=lambda done: _undo(
         host, registry, domain, [o for o in done if o.ok]))
 
@@ -154,8 +155,8 @@ def _undo(host, registry, domain: str, attached: list[VolumeOutcome]) -> None:
 
 
 def detach_volumes(host, registry, domain: str, infos: list[dict] | None = None,
-                   devs: list[str] | None = None,
-                   workers: int | None = None) -> list[VolumeOutcome]:
+                   devs: list[str] | None = None, workers: int | None = None,
+                   config_only: bool = False) -> list[VolumeOutcome]:
     """Detach every volume of ``infos`` (or every device of ``devs``) from ``domain``."""
     infos, devs = infos or [], devs or []
     if infos:
@@ -167,6 +168,7 @@ def detach_volumes(host, registry, domain: str, infos: list[dict] | None = None,
     def work(item):
         if isinstance(item, dict):
             return attach.volume_name(item), lambda: attach.detach_volume(
-                host, registry, domain, connection_info=item)
-        return item, lambda: attach.detach_volume(host, registry, domain, dev=item)
+                host, registry, domain, connection_info=item, config_only=config_only)
+        return item, lambda: attach.detach_volume(host, registry, domain, dev=item,
+                                                  config_only=config_only)
     return _run([*infos, *devs], work, workers)  # a detach that happened stays done

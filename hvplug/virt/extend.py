@@ -67,6 +67,11 @@ def extend_volume(host: Host, registry: VolumeDriverRegistry, domain: str,
                     reason=f"{found.target_dev} on '{domain}' is not a volume any configured "
                     "volume driver handles; use virsh blockresize")
             driver, connection_info = handled
+        if found.layer.encryption_format and size is None:
+            raise exception.InvalidInput(
+                reason=f"{found.target_dev} on '{domain}' is an encrypted (LUKS) volume: the "
+                "guest sees the LUN less its LUKS header, which hvplug cannot read; give the "
+                "new size the guest should see (--size)")
         dev = found.target_dev
         old_size = host.block_capacity(domain, dev)
         new_size = driver.extend_volume(connection_info, domain, dev, size)

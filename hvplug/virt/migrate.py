@@ -42,7 +42,7 @@ from collections.abc import Callable
 from lxml import etree
 
 from hvplug import exception
-from hvplug.utils import locks
+from hvplug.utils import interrupts, locks
 from hvplug.virt import attach, config, guest_disks
 from hvplug.virt.host import Host
 from hvplug.virt.volume.base import VolumeConnection
@@ -131,6 +131,10 @@ def volume_disks(registry: VolumeDriverRegistry, domain: str, xml: str) -> list[
                 raise exception.InvalidInput(
                     reason=f"volume {attach.volume_name(info)} is a {kind} layer of {dev} on "
                     f"'{domain}' (below an overlay); block-commit it into the top first")
+            if layer.encryption_format:
+                raise exception.InvalidInput(
+                    reason=f"{dev} on '{domain}' is an encrypted (LUKS) volume, whose "
+                    "passphrase secret hvplug does not move yet: detach it first")
             if not isinstance(driver, LibvirtNetVolumeDriver):
                 raise exception.InvalidInput(
                     reason=f"{dev} on '{domain}' is a host-attached volume "
@@ -171,23 +175,27 @@ def prepare(dest: Host, registry: VolumeDriverRegistry, domain: str, infos: list
     ``initiator``, default: this host's IQN): portal probed, credentials
     proven, secret defined.  ``match``: volume name -> the ``<iqn>/<lun>``
     the source's disk has, when it differs from the destination's.  All or
-    nothing: a failure undoes what was connected."""
-    made: list[tuple[LibvirtNetVolumeDriver, VolumeConnection]] = []
-    prepared = []
+    nothing: a failure undoes what was connected.
+
+    Every document is checked before anything is made; then the volumes are
+    connected at once, one thread each (each under its own secret-usage
+    locks), since their probes and proving logins wait on the network and
+    on ``qemu-img``, not on each other."""
+    checked: list[tuple[LibvirtNetVolumeDriver, dict]] = []
+    for info in infos:
+        driver = attach.checked_driver(registry, info)
+        if not isinstance(driver, LibvirtNetVolumeDriver):
+            raise exception.InvalidInput(
+                reason=f"volume {attach.volume_name(info)} is "
+                f"{info['driver_volume_type']}, attached by the host; hvplug migrates "
+                "network disks (QEMU's initiator) only")
+        driver.initiator, driver.prove_new = initiator, True
+        checked.append((driver, info))
+    connections = _connect_all(dest, checked, domain)
     try:
-        for info in infos:
-            driver = attach.checked_driver(registry, info)
-            if not isinstance(driver, LibvirtNetVolumeDriver):
-                raise exception.InvalidInput(
-                    reason=f"volume {attach.volume_name(info)} is "
-                    f"{info['driver_volume_type']}, attached by the host; hvplug migrates "
-                    "network disks (QEMU's initiator) only")
-            driver.initiator, driver.prove_new = initiator, True
+        prepared = []
+        for (driver, info), connection in zip(checked, connections, strict=True):
             name = attach.volume_name(info)
-            operation = f"prepare volume {name} for domain '{domain}'"
-            with locks.all_of(driver.lock_names(info), operation):
-                connection = driver.connect_volume(info, domain)
-            made.append((driver, connection))
             disk = driver.get_config(connection, {"dev": "sda", "bus": "scsi"})
             source = disk.format_dom().find("source")
             targets = driver.validate(info)
@@ -196,11 +204,58 @@ def prepare(dest: Host, registry: VolumeDriverRegistry, domain: str, infos: list
                 match=(match or {}).get(name) or [t.source_name for t in targets],
                 source_xml=etree.tostring(source, encoding="unicode"),
                 secret_uuid=connection.secret_uuid, portal=connection.portal))
+        iqn = initiator or LibvirtNetVolumeDriver(dest).initiator_iqn()
     except BaseException:
-        _undo(made, domain)
+        _undo(list(zip((d for d, _ in checked), connections, strict=True)), domain)
         raise
-    iqn = initiator or LibvirtNetVolumeDriver(dest).initiator_iqn()
     return Prepared(domain=domain, initiator=iqn, volumes=prepared)
+
+
+def _connect_all(dest: Host, checked: list[tuple[LibvirtNetVolumeDriver, dict]],
+                 domain: str) -> list[VolumeConnection]:
+    """``connect_volume`` of every ``(driver, info)``, all at once; all or
+    nothing.  The error raised is the first volume's (in order) that failed;
+    on any failure or interrupt, the threads end first, then what they
+    connected is undone."""
+    connections: list[VolumeConnection | None] = [None] * len(checked)
+    errors: list[BaseException | None] = [None] * len(checked)
+
+    def one(index: int) -> None:
+        driver, info = checked[index]
+        operation = f"prepare volume {attach.volume_name(info)} for domain '{domain}'"
+        try:
+            with locks.all_of(driver.lock_names(info), operation):
+                connections[index] = driver.connect_volume(info, domain)
+        except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+            errors[index] = exc
+
+    def made() -> list[tuple[LibvirtNetVolumeDriver, VolumeConnection]]:
+        return [(driver, c) for (driver, _), c in zip(checked, connections, strict=True)
+                if c is not None]
+
+    if len(checked) == 1:
+        one(0)
+    else:
+        dest.connection()  # opened once, before the threads share it
+        threads = [threading.Thread(target=one, args=(index,), daemon=True,
+                                    name=f"hvplug-prepare-{index}")
+                   for index in range(len(checked))]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+        except BaseException:  # interrupted: let the threads end, then undo all
+            with interrupts.deferred():
+                for thread in threads:
+                    thread.join()
+                _undo(made(), domain)
+            raise
+    failed = next((e for e in errors if e is not None), None)
+    if failed is not None:
+        _undo(made(), domain)
+        raise failed
+    return [c for c in connections if c is not None]
 
 
 def abort(dest: Host, registry: VolumeDriverRegistry, domain: str, infos: list[dict]) -> list[str]:

@@ -5,6 +5,7 @@ Each test checks what QEMU itself made of hvplug's XML (the monitor,
 """
 
 import copy
+import json
 import re
 
 import pytest
@@ -17,6 +18,7 @@ from tests.functional.helpers import (
     disk_alias,
     domblklist,
     qemu_io,
+    run_cli,
     virsh,
     wait_for,
 )
@@ -118,3 +120,48 @@ def test_extend_after_the_lun_grew(host, registry, make_guest, make_volume):
     assert (grown.old_size, grown.new_size) == (32 << 20, 48 << 20)
     assert wait_for(lambda: host.block_capacity(domain, result.dev) == 48 << 20)
     attach.detach_volume(host, registry, domain, dev=result.dev)
+
+
+def test_the_commands(host, make_guest, make_volume, tmp_path):
+    """--device, --config-only and extend through the hvplug command."""
+    domain, volume = make_guest(persistent=True), make_volume(size_mib=32)
+    info = tmp_path / "info.json"
+    info.write_text(json.dumps(dict(volume)))
+    rc, out, err = run_cli("attach", "--domain", domain, "--connection-info", str(info),
+                           "--bus", "scsi", "--config-only", "--json")
+    assert rc == 0, err
+    result = json.loads(out)
+    assert (result["live"], result["persistent"]) == (False, True)
+    assert domblklist(domain) == {} and domblklist(domain, inactive=True)
+    rc, _, err = run_cli("detach", "--domain", domain, "--dev", result["dev"], "--config-only")
+    assert rc == 0, err
+    assert domblklist(domain, inactive=True) == {}
+
+    rc, out, err = run_cli("attach", "--domain", domain, "--connection-info", str(info),
+                           "--bus", "scsi", "--device", "lun", "--json")
+    assert rc == 0, err
+    dev = json.loads(out)["dev"]
+    assert "device='lun'" in host.domain_xml(domain)
+    rc, _, err = run_cli("detach", "--domain", domain, "--dev", dev)
+    assert rc == 0, err
+    rc, _, err = run_cli("attach", "--domain", domain, "--connection-info", str(info),
+                         "--device", "lun", "--bus", "virtio")
+    assert rc == 2 and "needs bus scsi" in err and "Traceback" not in err
+
+    rc, out, err = run_cli("attach", "--domain", domain, "--connection-info", str(info),
+                           "--bus", "scsi", "--json")
+    dev = json.loads(out)["dev"]
+    with open(volume.path, "r+b") as backing:
+        backing.truncate(40 << 20)
+    ipc = TgtdIPC()
+    ipc.delete_lun(volume.tid, 1)
+    ipc.new_lun(volume.tid, 1, str(volume.path))
+    rc, _, err = run_cli("extend", "--domain", domain, "--dev", dev)
+    assert rc == 2 and "--connection-info" in err and "--size" in err  # CHAP: a secret is private
+    rc, out, err = run_cli("extend", "--domain", domain, "--connection-info", str(info))
+    assert rc == 0, err
+    assert "32 MiB" in out and "40 MiB" in out, out
+    rc, out, err = run_cli("extend", "--domain", domain, "--dev", dev, "--size", "40M", "--json")
+    assert rc == 0 and json.loads(out)["new_size"] == 40 << 20, err
+    assert volume.password not in out + err
+    run_cli("detach", "--domain", domain, "--dev", dev)
