@@ -29,9 +29,13 @@ JSON shapes (``--json``); an iface is ``{"name", "transport", "hwaddress",
 import argparse
 import shlex
 import sys
+from typing import TYPE_CHECKING
 
 from hvplug import exception
 from hvplug.conf.choices import ISCSI_TRANSPORTS as TRANSPORTS
+
+if TYPE_CHECKING:  # the initiator layer is imported when a command runs
+    from hvplug.initiator.iface import IfaceManager
 
 
 def _common(parser: argparse.ArgumentParser, dry_run: bool = False) -> None:
@@ -87,7 +91,7 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     generate.set_defaults(func=cmd_generate)
 
 
-def _manager(args) -> "IfaceManager":  # noqa: F821 - imported when run
+def _manager(args) -> "IfaceManager":
     from hvplug.initiator.iface import IfaceManager
 
     return IfaceManager(sysfs_root=args.sysfs_root, dry_run=getattr(args, "dry_run", False))

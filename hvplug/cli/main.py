@@ -147,7 +147,7 @@ def load_config(config_files: list[str] | None) -> None:
 
     cfg = oslo_cfg()
 
-    dirs = [] if config_files else None
+    dirs: list[str] | None = [] if config_files else None
     try:
         CONF(args=[], project="hvplug", prog="hvplug",
              default_config_files=config_files, default_config_dirs=dirs)
@@ -169,7 +169,7 @@ def load_config(config_files: list[str] | None) -> None:
 def report_error(exc: Exception, args, ctx: Context) -> int:
     if type(exc).__name__ == "libvirtError":  # a libvirt failure no layer translated
         exc = exception.LibvirtError(action=f"complete '{args.command}'",
-                                     reason=exc.get_error_message())
+                                     reason=exc.get_error_message())  # type: ignore[attr-defined]
     if isinstance(exc, exception.HvplugError):
         # Built from templates whose fields never hold a password.
         message, code = exc.message, exc.exit_code

@@ -45,7 +45,7 @@ class VolumeOutcome:
 def _error(exc: Exception) -> dict:
     if type(exc).__name__ == "libvirtError":  # a libvirt failure no layer translated
         exc = exception.LibvirtError(action="complete the operation",
-                                     reason=exc.get_error_message())
+                                     reason=exc.get_error_message())  # type: ignore[attr-defined]
     if isinstance(exc, exception.HvplugError):
         return {"type": type(exc).__name__, "message": exc.message, "exit_code": exc.exit_code}
     return {"type": type(exc).__name__, "message": f"unexpected {type(exc).__name__}",
@@ -114,7 +114,7 @@ def _run(items: list, work, workers: int | None, on_interrupt=None) -> list[Volu
                 on_interrupt([o for o in outcomes if o is not None])
         raise
     pool.shutdown(wait=True)
-    return outcomes
+    return [o for o in outcomes if o is not None]  # every volume has one by now
 
 
 def attach_volumes(host, registry, domain: str, infos: list[dict], bus: str | None = None,
@@ -145,7 +145,7 @@ def attach_volumes(host, registry, domain: str, infos: list[dict], bus: str | No
 
 def _undo(host, registry, domain: str, attached: list[VolumeOutcome]) -> None:
     for outcome in attached:
-        if outcome.result.get("promoted"):
+        if outcome.result is None or outcome.result.get("promoted"):
             continue  # it was attached before this call
         try:
             attach.detach_volume(host, registry, domain, dev=outcome.result["dev"])

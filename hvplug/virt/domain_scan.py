@@ -104,7 +104,7 @@ class DomainScanner:
             for i, docs in zip(missing, pool.map(self._fetch, [jobs[i] for i in missing]),
                                strict=True):
                 found[i] = docs
-        return [doc for docs in found for doc in docs]
+        return [doc for docs in found for doc in docs or ()]
 
     def _cached(self, job: tuple[str, Any, str]) -> list[DomainDocument] | None:
         name, dom, where = job

@@ -103,6 +103,8 @@ class Host:
         from_rpc = exc.get_error_domain() == self.libvirt.VIR_FROM_RPC
         if exc.get_error_code() not in codes and not from_rpc:
             return False
+        if self._conn is None:
+            return True
         try:
             return not self._conn.isAlive()
         except self.libvirt.libvirtError:
