@@ -41,6 +41,16 @@ def disk_network_iscsi_chap() -> config.LibvirtConfigGuestDisk:
         target_dev="sda", target_bus="scsi", serial="volume-3")
 
 
+def disk_network_iscsi_lun() -> config.LibvirtConfigGuestDisk:
+    """The LUN passed through (``--device lun``): no serial, bus scsi."""
+    return config.LibvirtConfigGuestDisk(
+        source_type="network", source_device="lun", driver_name="qemu",
+        driver_format="raw", driver_cache="none", source_protocol="iscsi",
+        source_name=f"{IQN}/2", source_hosts=[("192.0.2.10", 3260)],
+        source_initiator_iqn=HOST_IQN, auth_username="u1", auth_secret_type="iscsi",
+        auth_secret_uuid=UUID, target_dev="sdb", target_bus="scsi")
+
+
 def disk_network_rbd() -> config.LibvirtConfigGuestDisk:
     disk = config.LibvirtConfigGuestDisk(
         source_type="network", driver_name="qemu", driver_format="raw",
@@ -119,7 +129,8 @@ def secret_volume() -> config.LibvirtConfigSecret:
         usage_type="volume", usage_id="/var/lib/hvplug/images/volume-5.img")
 
 
-DISKS = [disk_file, disk_block, disk_network_iscsi_chap, disk_network_rbd,
+DISKS = [disk_file, disk_block, disk_network_iscsi_chap, disk_network_iscsi_lun,
+         disk_network_rbd,
          disk_iotune, disk_burst_blockio, disk_network_iscsi_luks, disk_block_luks]
 SECRETS = [secret_iscsi, secret_ceph, secret_volume]
 VALIDATORS = {
