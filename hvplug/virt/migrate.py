@@ -41,7 +41,7 @@ from collections.abc import Callable
 
 from lxml import etree
 
-from hvplug import exception
+from hvplug import connection_schema, exception
 from hvplug.utils import interrupts, locks
 from hvplug.virt import attach, config, guest_disks
 from hvplug.virt.host import Host
@@ -329,6 +329,11 @@ def migrate_domain(host: Host, registry: VolumeDriverRegistry, domain: str, dest
         raise exception.InvalidInput(
             reason="give the destination's initiator IQN (--dest-initiator; its "
             "/etc/iscsi/initiatorname.iscsi): its disks name it and its logins use it")
+    if dest_initiator:
+        try:
+            connection_schema.iqn(dest_initiator, "--dest-initiator")
+        except exception.InvalidInput as exc:  # not a connection_info key: plain bad input
+            raise exception.InvalidInput(reason=exc.kwargs["reason"]) from None
     operation = f"migrate domain '{domain}' to {dest_uri}"
     with attach.locked_view(host, domain, operation) as view:
         if not view.active:

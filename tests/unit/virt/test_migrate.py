@@ -66,3 +66,11 @@ def test_the_destination_initiator_is_needed(host, registry, guest):
 def test_a_malformed_prepared_file_is_bad_input(document):
     with pytest.raises(exception.InvalidInput, match="migrate-prepare --json"):
         Prepared.from_dict(document)
+
+
+@pytest.mark.parametrize("iqn", ["not an iqn", "iqn.x y", "iqn.\x1b[31m"])
+def test_a_malformed_destination_initiator_is_bad_input(host, registry, guest, iqn):
+    with pytest.raises(exception.InvalidInput, match="--dest-initiator") as err:
+        migrate.migrate_domain(host, registry, guest, "qemu+tcp://192.0.2.1/system",
+                               dest_initiator=iqn)
+    assert err.value.exit_code == 2 and type(err.value) is exception.InvalidInput
