@@ -18,6 +18,7 @@ from hvplug.virt import migrate
 from hvplug.virt.host import Host
 from hvplug.virt.volume.registry import VolumeDriverRegistry
 from tests.functional.helpers import (
+    CLI,
     attach,
     disk_alias,
     domblklist,
@@ -232,3 +233,66 @@ def test_the_split_form(host, dest, lab_host, make_guest, make_volume, moved, tm
     assert lab_host.has_guest(domain)
     assert json.loads(out)["volumes"][0]["source_released"] is True
     assert host.find_secret("iscsi", volume.usage_id) is None
+
+
+def _owned_test_secrets(h: Host) -> dict[str, str]:
+    """usage -> uuid of the hvplug-owned secrets of test volumes on host ``h``."""
+    return {s.usageID(): s.UUIDString() for s in h.call(lambda conn: conn.listAllSecrets())
+            if s.usageID().startswith("iqn.2010-10.org.openstack:volume-hvplug-test-")
+            and "hvplug-owned" in s.XMLDesc()}
+
+
+def _secrets_in_use(h: Host) -> set[str]:
+    from hvplug.virt import guest_disks
+    used = set()
+    for name in h.call(lambda conn: [d.name() for d in conn.listAllDomains()]):
+        for disk in guest_disks.disks(h.domain_xml(name)):
+            if disk.auth_secret_uuid:
+                used.add(disk.auth_secret_uuid)
+    return used
+
+
+def _check_host(h: Host, label: str) -> None:
+    """Every disk's secret exists, and no hvplug secret of a test volume is orphaned."""
+    owned, used = _owned_test_secrets(h), _secrets_in_use(h)
+    existing = {s.UUIDString() for s in h.call(lambda conn: conn.listAllSecrets())}
+    assert used <= existing, f"{label}: a disk names a missing secret"
+    orphans = {usage for usage, uuid in owned.items() if uuid not in used}
+    assert not orphans, f"{label}: orphan secrets {orphans}"
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_a_migration_racing_an_attach_and_another_migration(
+        host, dest, lab_host, make_guest, make_volume, moved, tmp_path, round_):
+    """Three hvplug processes at once on one guest: two migrations and an attach.
+
+    The domain lock orders them; whatever order they take, the guest runs on
+    exactly one host, every disk's secret is there, and no host keeps a
+    secret nothing uses."""
+    volume, other = make_volume(), make_volume()
+    domain = make_guest()
+    attach(domain, dict(volume), "--bus", "scsi")
+    moved.append(domain)
+    dest_info = tmp_path / "dest.json"
+    dest_info.write_text(json.dumps(for_destination(volume, lab_host)))
+    other_info = tmp_path / "other.json"
+    other_info.write_text(json.dumps(dict(other)))
+    migrate_argv = [*CLI, "migrate", "--domain", domain, "--to", lab_host.uri,
+                    "--dest-initiator", lab_host.initiator, "--connection-info", str(dest_info)]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for argv in (migrate_argv,
+                          [*CLI, "attach", "--domain", domain, "--connection-info",
+                           str(other_info), "--bus", "scsi"],
+                          migrate_argv)]
+    results = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    for rc, _, err in results:
+        assert rc in (0, 1, 2), err
+        assert "Traceback" not in err and "unexpected" not in err, err
+        assert volume.password not in err and other.password not in err
+    migrated = [rc for rc, _, _ in (results[0], results[2])].count(0)
+    on_lab, here = lab_host.has_guest(domain), domain in virsh("list", "--name").split()
+    assert on_lab != here, results
+    assert migrated == (1 if on_lab else 0), results
+    assert volume.usage_id in _owned_test_secrets(dest if on_lab else host)
+    _check_host(host, "source")
+    _check_host(dest, "destination")
