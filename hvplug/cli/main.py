@@ -8,6 +8,7 @@ import gc
 import json
 import logging
 import sys
+import threading
 
 from hvplug import exception
 from hvplug.cli import (
@@ -186,7 +187,26 @@ def report_error(exc: Exception, args, ctx: Context) -> int:
     return code
 
 
+# How long the process's own command runs with the cyclic garbage collector
+# off (see _collector_off_while_starting).
+START_UP_SECONDS = 2.0
+
+
+def _collector_off_while_starting() -> None:
+    """Start-up creates ~25,000 objects the collector tracks that live
+    until the exit (modules, classes, functions), and it walked them again
+    and again as they came: ~9 ms in 40 collections of a CLI attach.
+    Reference counting still frees everything else at once; a command that
+    runs longer than ``START_UP_SECONDS`` gets the collector back."""
+    gc.disable()
+    timer = threading.Timer(START_UP_SECONDS, gc.enable)
+    timer.daemon = True
+    timer.start()
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the process's own command, not a test or a wrapper
+        _collector_off_while_starting()
     args = parse_arguments(argv)
     handler = logging.StreamHandler()
     handler.setFormatter(TerminalSafeFormatter("%(levelname)s %(name)s: %(message)s"))

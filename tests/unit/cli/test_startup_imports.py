@@ -93,24 +93,37 @@ def test_iscsi_transports_are_the_initiators():
 
 
 FREEZE = """
-import gc, json, sys
-from hvplug.cli.main import main
+import gc, json, sys, time
+from hvplug.cli import main as cli
 argv = ["--config-file", "/dev/null", "list", "--domain", "nope", "--connect",
         "test:///default"]
-if sys.argv[1] == "process":
+how, cli.START_UP_SECONDS = sys.argv[1], float(sys.argv[2])
+if how == "process":
     sys.argv[1:] = argv
-    rc = main()
+    rc = cli.main()
 else:
-    rc = main(argv)
-print(json.dumps({"rc": rc, "frozen": gc.get_freeze_count() > 0}))
+    rc = cli.main(argv)
+report = {"rc": rc, "frozen": gc.get_freeze_count() > 0, "collecting": gc.isenabled()}
+deadline = time.monotonic() + (30 if cli.START_UP_SECONDS < 1 else 0)
+while not gc.isenabled() and time.monotonic() < deadline:
+    time.sleep(0.01)
+report["collecting_later"] = gc.isenabled()  # waited for when START_UP_SECONDS < 1
+print(json.dumps(report))
 """
 
 
-@pytest.mark.parametrize(("how", "frozen"), [("process", True), ("in-process", False)])
-def test_only_the_process_own_command_skips_freeing_its_objects(how, frozen):
-    """main() of the process's own command freezes the garbage collector's
-    objects before the exit (the OS frees them at once); called with argv (a
-    test, a wrapper) it leaves the caller's collector alone."""
-    out = subprocess.run([sys.executable, "-c", FREEZE, how], capture_output=True,
+@pytest.mark.parametrize(("how", "start_up", "expected"), [
+    ("process", "600", {"frozen": True, "collecting": False}),
+    ("process", "0.01", {"frozen": True, "collecting_later": True}),
+    ("in-process", "0.01", {"frozen": False, "collecting": True, "collecting_later": True}),
+])
+def test_only_the_process_own_command_changes_the_garbage_collector(how, start_up, expected):
+    """main() of the process's own command runs its start-up with the cyclic
+    collector off (back on after START_UP_SECONDS) and freezes its objects
+    before the exit, which the OS frees at once; called with argv (a test, a
+    wrapper) it leaves the caller's collector alone."""
+    out = subprocess.run([sys.executable, "-c", FREEZE, how, start_up], capture_output=True,
                          text=True, check=True, timeout=60).stdout
-    assert json.loads(out.splitlines()[-1]) == {"rc": 1, "frozen": frozen}
+    report = json.loads(out.splitlines()[-1])
+    assert report["rc"] == 1
+    assert {key: report[key] for key in expected} == expected
