@@ -1,8 +1,10 @@
-"""iSCSI portal strings: parse, format, and find one that answers."""
+"""iSCSI portal strings: parse, format, and find one that answers.
 
-import concurrent.futures
+``socket`` and ``concurrent.futures`` are imported by the probes that use
+them: every attach and detach parses portals, few probe them here.
+"""
+
 import re
-import socket
 
 from hvplug import exception
 from hvplug.utils import inputs
@@ -79,6 +81,7 @@ def format_portal(host: str, port: int) -> str:
 
 def answers(host: str, port: int, timeout: float) -> bool:
     """True when ``host:port`` accepts a TCP connection within ``timeout`` s."""
+    import socket
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -94,6 +97,7 @@ def first_answering(portals: list[tuple[str, int]], timeout: float) -> int | Non
     """
     if len(portals) == 1:
         return 0 if answers(*portals[0], timeout) else None
+    import concurrent.futures
     pool = concurrent.futures.ThreadPoolExecutor(min(len(portals), 16))
     try:
         futures = [pool.submit(answers, host, port, timeout) for host, port in portals]

@@ -19,6 +19,13 @@ In one run, on one machine, side by side:
      the round, outside the timing).
    Goal: CLI <= 2x virsh (round medians).
 
+Every process it times runs with a bytecode cache, as an installed hvplug
+(pip writes the ``.pyc`` files) or any python run twice has: the cache is a
+private directory (``PYTHONPYCACHEPREFIX``), filled by the untimed warm-up
+runs, and ``PYTHONDONTWRITEBYTECODE`` is dropped for them.  Without it each
+start would compile hvplug's modules again (``--no-bytecode-cache`` measures
+that).
+
 It creates its own uniquely named transient guest (``hvplug-clibench-<hex>``,
 xml_templates/guest.xml), a tgtd target with a CHAP account serving a sparse
 64 MiB file, and a private work directory (the 0600 connection_info and
@@ -30,6 +37,7 @@ Run as root with the stack up (``tools/stack start``)::
     tools/bench/cli_startup.py                 # 20 runs/rounds each
     tools/bench/cli_startup.py --runs 50 --json
     tools/bench/cli_startup.py --importtime    # also: the CLI attach's slowest imports
+    tools/bench/cli_startup.py --no-bytecode-cache   # every start compiles hvplug again
 
 Started by a python without hvplug, it re-runs itself with the project's
 venv (``$HVPLUG_VENV``, default ``<repo>/.venv``).  Exit codes: 0 done
@@ -53,6 +61,7 @@ import os  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
 import secrets  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -86,11 +95,20 @@ class Failed(Exception):
     pass
 
 
-def timed(argv: list[str], expect: int = 0) -> float:
+def child_env(pycache: Path | None) -> dict[str, str]:
+    """This environment, with bytecode cached in ``pycache`` (None: as it is)."""
+    env = dict(os.environ)
+    if pycache is not None:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
+
+
+def timed(argv: list[str], expect: int = 0, env: dict[str, str] | None = None) -> float:
     """Wall time of one process, in ms; its exit code must be ``expect``."""
     t0 = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, check=False,
-                            stdin=subprocess.DEVNULL)
+                            stdin=subprocess.DEVNULL, env=env)
     elapsed = (time.perf_counter() - t0) * 1e3
     if result.returncode != expect:
         raise Failed(f"{' '.join(argv[:3])} ... exited {result.returncode} (expected "
@@ -103,7 +121,7 @@ def _terminate(signum, frame):
 
 
 class Bench:
-    def __init__(self, runs: int):
+    def __init__(self, runs: int, bytecode_cache: bool = True):
         self.runs = runs
         tag = uuid.uuid4().hex[:8]
         self.tag = tag
@@ -111,6 +129,9 @@ class Bench:
         self.guest = f"hvplug-clibench-{tag}"
         self.user, self.password = f"clibench{tag}", secrets.token_urlsafe(16)
         self.workdir = Path(tempfile.mkdtemp(prefix="hvplug-clibench-"))  # 0700
+        self.pycache = (Path(tempfile.mkdtemp(prefix="hvplug-clibench-pycache-"))
+                        if bytecode_cache else None)
+        self.env = child_env(self.pycache)
         self.conf = self.workdir / "hvplug.conf"
         self.info_file = self.workdir / "connection_info.json"
         self.password_file = self.workdir / "chap-password"
@@ -180,6 +201,8 @@ class Bench:
         for path in self.workdir.iterdir():
             path.unlink()
         self.workdir.rmdir()
+        if self.pycache is not None:
+            shutil.rmtree(self.pycache, ignore_errors=True)
         if self.host is not None:
             self.host.close()
         return problems
@@ -190,6 +213,9 @@ class Bench:
 
     # -- the measured parts ----------------------------------------------------------
 
+    def timed(self, argv: list[str], expect: int = 0) -> float:
+        return timed(argv, expect, self.env)
+
     def startup(self) -> dict[str, list[float]]:
         sides = {
             "hvplug --help": ([*self.cli, "--help"], 0),
@@ -198,40 +224,42 @@ class Bench:
             "virsh --help": (["virsh", "--help"], 0),
         }
         results: dict[str, list[float]] = {name: [] for name in sides}
-        for argv, code in sides.values():  # warm the page cache, untimed
-            timed(argv, code)
+        for argv, code in sides.values():  # warm the page and bytecode caches, untimed
+            self.timed(argv, code)
         names = list(sides)
         for i in range(self.runs):
             for name in names[i % len(names):] + names[:i % len(names)]:
                 argv, code = sides[name]
-                results[name].append(timed(argv, code))
+                results[name].append(self.timed(argv, code))
         return results
 
     def cli_round(self) -> dict[str, float]:
         common = ["--config-file", str(self.conf), "--domain", self.guest,
                   "--connection-info", str(self.info_file), "--json"]
         return {
-            "attach": timed([*self.cli, "attach", *common, "--bus", "scsi"]),
-            "detach": timed([*self.cli, "detach", *common]),
+            "attach": self.timed([*self.cli, "attach", *common, "--bus", "scsi"]),
+            "detach": self.timed([*self.cli, "detach", *common]),
         }
 
     def virsh_round(self) -> dict[str, float]:
         info = self.info()
         _, disk_xml, secret_xml = attach.render_volume(self.registry, info, bus="scsi",
                                                        dev="sda")
-        secret_uuid = info["data"]["secret_uuid"]
+        secret_uuid = re.search(r"<uuid>([0-9a-f-]+)</uuid>", secret_xml).group(1)
         disk_file, secret_file = self.workdir / "disk.xml", self.workdir / "secret.xml"
         disk_file.write_text(disk_xml)
         secret_file.write_text(secret_xml)
         virsh = ["virsh", "-q", "-c", URI]
         times = {}
         try:
-            times["secret-define"] = timed([*virsh, "secret-define", str(secret_file)])
-            times["secret-set-value"] = timed([*virsh, "secret-set-value", secret_uuid,
-                                               "--file", str(self.password_file), "--plain"])
-            times["attach-device"] = timed([*virsh, "attach-device", self.guest, str(disk_file), "--live"])
-            times["detach-device"] = timed([*virsh, "detach-device", self.guest, str(disk_file), "--live"])
-            times["secret-undefine"] = timed([*virsh, "secret-undefine", secret_uuid])
+            times["secret-define"] = self.timed([*virsh, "secret-define", str(secret_file)])
+            times["secret-set-value"] = self.timed([*virsh, "secret-set-value", secret_uuid,
+                                                    "--file", str(self.password_file),
+                                                    "--plain"])
+            device = [self.guest, str(disk_file), "--live"]
+            times["attach-device"] = self.timed([*virsh, "attach-device", *device])
+            times["detach-device"] = self.timed([*virsh, "detach-device", *device])
+            times["secret-undefine"] = self.timed([*virsh, "secret-undefine", secret_uuid])
         finally:
             disk_file.unlink()
             secret_file.unlink()
@@ -242,7 +270,7 @@ class Bench:
 
     def rounds(self) -> dict[str, list[dict[str, float]]]:
         results: dict[str, list[dict[str, float]]] = {"cli": [], "virsh": []}
-        self.cli_round(), self.virsh_round()  # warm both up, untimed
+        self.cli_round(), self.virsh_round()  # warm both up (and the bytecode of attach/detach), untimed
         for i in range(self.runs):
             order = ("cli", "virsh") if i % 2 == 0 else ("virsh", "cli")
             for side in order:
@@ -256,7 +284,8 @@ class Bench:
         rows: list[tuple[str, float, float]] = []
         for command in (["attach", *common, "--bus", "scsi"], ["detach", *common]):
             argv = [sys.executable, "-X", "importtime", "-m", "hvplug.cli.main", *command]
-            result = subprocess.run(argv, capture_output=True, text=True, check=False)
+            result = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                    env=self.env)
             if result.returncode != 0:
                 raise Failed(f"hvplug {command[0]} under -X importtime exited "
                              f"{result.returncode}: {result.stderr[-400:]}")
@@ -287,7 +316,8 @@ def summarise(startup: dict, rounds: dict) -> dict:
 def report(summary: dict, runs: int, imports) -> None:
     s = summary["startup_median_ms"]
     print(f"hvplug CLI start-up and attach+detach vs virsh: {runs} interleaved runs/rounds, "
-          f"{summary['cpus']} CPUs, {summary['domain_type']} guest, bus scsi, CHAP")
+          f"{summary['cpus']} CPUs, {summary['domain_type']} guest, bus scsi, CHAP, "
+          f"bytecode {'cached' if summary['bytecode_cache'] else 'NOT cached'}")
     print("\nstart-up (median wall time of a process, ms)")
     for name, value in s.items():
         print(f"  {name:34}{value:9.1f}")
@@ -319,6 +349,9 @@ def main() -> int:
                         help="start-up runs and attach+detach rounds per side (20)")
     parser.add_argument("--importtime", action="store_true",
                         help="also list the slowest imports of one CLI attach and detach")
+    parser.add_argument("--no-bytecode-cache", dest="bytecode_cache", action="store_false",
+                        help="time the processes with the environment as it is: with "
+                        "PYTHONDONTWRITEBYTECODE set, every start compiles hvplug again")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args()
     if args.runs < 1:
@@ -333,7 +366,7 @@ def main() -> int:
         return 2
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
-    bench = Bench(args.runs)
+    bench = Bench(args.runs, bytecode_cache=args.bytecode_cache)
     failed = None
     summary, imports, problems = None, [], []
     try:
@@ -344,6 +377,7 @@ def main() -> int:
             imports = bench.importtime(15)
         summary = summarise(startup, rounds)
         summary.update(runs=args.runs, machine=platform.node(),
+                       bytecode_cache=args.bytecode_cache,
                        cpus=len(os.sched_getaffinity(0)),
                        domain_type=bench.host.guest_domain_type(),
                        hvplug=" ".join(bench.cli))
