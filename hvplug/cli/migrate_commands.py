@@ -44,22 +44,17 @@ def register(commands, common: argparse.ArgumentParser) -> None:
     migrate.add_argument("--json", action="store_true", help="machine-readable output")
     migrate.set_defaults(func=cmd_migrate)
 
-    prepare = commands.add_parser(
-        "migrate-prepare", parents=[common],
-        help="on the destination: connect a migrating domain's volumes here")
-    prepare.add_argument("--domain", required=True)
-    prepare.add_argument("--connection-info", metavar="FILE", action="append", required=True,
-                         help="this host's connection_info of each volume")
-    prepare.add_argument("--json", action="store_true", help="machine-readable output")
-    prepare.set_defaults(func=cmd_prepare)
-
-    abort = commands.add_parser(
-        "migrate-abort", parents=[common],
-        help="on the destination: undo migrate-prepare when the migration did not happen")
-    abort.add_argument("--domain", required=True)
-    abort.add_argument("--connection-info", metavar="FILE", action="append", required=True)
-    abort.add_argument("--json", action="store_true", help="machine-readable output")
-    abort.set_defaults(func=cmd_abort)
+    for name, func, help_ in (
+            ("migrate-prepare", cmd_prepare,
+             "on the destination: connect a migrating domain's volumes here"),
+            ("migrate-abort", cmd_abort,
+             "on the destination: undo migrate-prepare when the migration did not happen")):
+        parser = commands.add_parser(name, parents=[common], help=help_)
+        parser.add_argument("--domain", required=True)
+        parser.add_argument("--connection-info", metavar="FILE", action="append",
+                            required=True, help="this host's connection_info of each volume")
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.set_defaults(func=func)
 
 
 def _infos(args, ctx) -> list[dict]:
