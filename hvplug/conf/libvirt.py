@@ -28,8 +28,9 @@ libvirt_opts = [
         default=DEFAULT_VOLUME_DRIVERS,
         help="Volume drivers, as 'driver_volume_type=dotted.path.Class' "
         "entries (the nova-compute convention). An entry for a type "
-        "replaces the default for that type; every entry is validated "
-        "when the registry loads.",
+        "replaces the default for that type; every configured entry is "
+        "validated when the registry loads (hvplug's own defaults are "
+        "imported when their type is first used).",
     ),
     cfg.StrOpt(
         "iscsi_initiator_name",

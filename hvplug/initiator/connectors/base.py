@@ -16,7 +16,6 @@ connector's: the caller passes the LUNs in use (``in_use``) to
 """
 
 import dataclasses
-import socket
 from collections.abc import Collection, Hashable
 from pathlib import Path
 from typing import Any
@@ -117,6 +116,8 @@ def connector_properties(sysfs_root: str = "/sys", initiator_file: str | None = 
 
     A host without an IQN or without HBAs leaves the key out, as os-brick does.
     """
+    import socket  # here only: the CLI's start-up path imports this module
+
     props: dict[str, Any] = {"host": socket.gethostname()}
     try:
         props["initiator"] = connection_schema.initiator_name(initiator_file=initiator_file)

@@ -2,8 +2,10 @@
 
 Entries are ``driver_volume_type=dotted.path.Class`` (the nova-compute
 convention).  Configured entries override the defaults type by type, and
-every entry is imported and checked when the registry is built, so a typo
-fails at start-up with the entry named, not at the first attach.
+every configured entry is imported and checked when the registry is built,
+so a typo fails at start-up with the entry named, not at the first attach.
+hvplug's own default drivers are imported when their type is first used
+(an iSCSI attach does not import the Fibre Channel driver).
 """
 
 from hvplug import exception
@@ -43,15 +45,32 @@ class VolumeDriverRegistry:
         self.host = host
         if entries is None:
             entries = CONF.libvirt.volume_drivers
-        self.classes = load(entries)
+        configured = dict(parse_entry(entry) for entry in entries)  # checked now
+        # Every type, in the defaults' order, then the new ones; a default
+        # entry not overridden stays a path until its type is used.
+        self._entries: dict[str, type[LibvirtBaseVolumeDriver] | str] = {
+            volume_type: configured.get(volume_type, entry)
+            for volume_type, entry in (e.partition("=")[::2] for e in DEFAULT_VOLUME_DRIVERS)}
+        self._entries.update(configured)
         self._drivers: dict[str, LibvirtBaseVolumeDriver] = {}
 
-    def driver_for_type(self, volume_type: str) -> LibvirtBaseVolumeDriver:
-        if volume_type not in self.classes:
+    def class_for_type(self, volume_type: str) -> type[LibvirtBaseVolumeDriver]:
+        if volume_type not in self._entries:
             raise exception.VolumeDriverNotFound(
-                driver_type=volume_type, known=", ".join(sorted(self.classes)))
+                driver_type=volume_type, known=", ".join(sorted(self._entries)))
+        entry = self._entries[volume_type]
+        if isinstance(entry, str):
+            entry = self._entries[volume_type] = parse_entry(f"{volume_type}={entry}")[1]
+        return entry
+
+    @property
+    def classes(self) -> dict[str, type[LibvirtBaseVolumeDriver]]:
+        """Every type's class (importing the defaults not used yet)."""
+        return {volume_type: self.class_for_type(volume_type) for volume_type in self._entries}
+
+    def driver_for_type(self, volume_type: str) -> LibvirtBaseVolumeDriver:
         if volume_type not in self._drivers:
-            self._drivers[volume_type] = self.classes[volume_type](self.host)
+            self._drivers[volume_type] = self.class_for_type(volume_type)(self.host)
         return self._drivers[volume_type]
 
     def driver_for(self, connection_info: dict) -> LibvirtBaseVolumeDriver:
