@@ -45,7 +45,10 @@ class VolumeDriverRegistry:
         self.host = host
         if entries is None:
             entries = CONF.libvirt.volume_drivers
-        configured = dict(parse_entry(entry) for entry in entries)  # checked now
+        # Checked now; the option's default (hvplug's own entries) is not
+        # configuration to check, and stays lazy like every default.
+        configured = dict(parse_entry(entry) for entry in entries
+                          if entry.replace(" ", "") not in DEFAULT_VOLUME_DRIVERS)
         # Every type, in the defaults' order, then the new ones; a default
         # entry not overridden stays a path until its type is used.
         self._entries: dict[str, type[LibvirtBaseVolumeDriver] | str] = {
