@@ -378,8 +378,7 @@ class AttachFailed(HypervisorError):
 class MigrationFailed(HypervisorError):
     msg_fmt = (
         "Migrating domain '%(domain)s' to %(destination)s failed: %(reason)s. The "
-        "domain still runs here, unchanged, and what was prepared on the destination "
-        "was removed."
+        "domain still runs here, unchanged; %(undone)s"
     )
 
 

@@ -79,6 +79,13 @@ def commit() -> None:
         _committed.set()
 
 
+def held() -> str | None:
+    """The signal :func:`deferred` is holding back for the operation under
+    way, if one came (any thread may ask: a watcher can then stop a long
+    call the main thread is in, such as a migration)."""
+    return _pending[0] if _pending and not _committed.is_set() else None
+
+
 def late_signal() -> str | None:
     """The signal that arrived after :func:`commit`, if one did."""
     return _pending[0] if _committed.is_set() and _pending else None

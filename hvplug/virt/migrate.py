@@ -51,7 +51,8 @@ from hvplug.virt.volume.registry import VolumeDriverRegistry
 
 LOG = logging.getLogger(__name__)
 
-_PROGRESS_POLL = 0.25  # seconds between jobStats reads while migrating
+_WATCH_TICK = 0.05  # seconds between looks for a held signal while migrating
+_PROGRESS_TICKS = 5  # jobStats every 5 ticks: progress 4 times a second
 
 
 @dataclasses.dataclass
@@ -335,11 +336,12 @@ def migrate_domain(host: Host, registry: VolumeDriverRegistry, domain: str, dest
         except exception.InvalidInput as exc:  # not a connection_info key: plain bad input
             raise exception.InvalidInput(reason=exc.kwargs["reason"]) from None
     operation = f"migrate domain '{domain}' to {dest_uri}"
+    interrupts.begin()
     with attach.locked_view(host, domain, operation) as view:
-        if not view.active:
-            raise exception.DomainNotRunning(domain=domain)
-        if view.live_xml is None:
-            raise exception.DomainNotRunning(domain=domain)
+        if not view.active or view.live_xml is None:
+            raise exception.InvalidInput(
+                reason=f"domain '{domain}' is not running: a live migration moves a running "
+                "domain (a shut-off one is defined on the other host instead)")
         volumes = volume_disks(registry, domain, view.live_xml)
         _match(volumes, infos, registry, chap_needs_one=prepared is None)
         dest = None if prepared is not None else Host(dest_uri)
@@ -351,18 +353,23 @@ def migrate_domain(host: Host, registry: VolumeDriverRegistry, domain: str, dest
                                    [v.dest_info or v.info for v in volumes], dest_initiator,
                                    match={attach.volume_name(v.dest_info or v.info):
                                           [v.layer.source_name] for v in volumes})
-            try:
-                assert prepared is not None
-                _run_migration(host, domain, dest_uri, dest, volumes, prepared, persistent,
-                               view.persistent, migrate_uri, progress)
-            except BaseException:
-                if made_here and dest is not None:
-                    _undo_prepared(dest, domain, volumes)
-                raise
+            # From here on a signal waits: once libvirt moved the guest, the
+            # source's secrets must be released; while it moves, the watcher
+            # aborts the job (the guest then stays here) instead.
+            with interrupts.deferred():
+                try:
+                    assert prepared is not None
+                    _run_migration(host, domain, dest_uri, dest, volumes, prepared,
+                                   persistent, view.persistent, migrate_uri, progress)
+                except BaseException:
+                    if made_here and dest is not None:
+                        _undo_prepared(dest, domain, volumes)
+                    raise
+                released = _release_source(host, domain, volumes)
+                interrupts.commit()
         finally:
             if dest is not None:
                 dest.close()
-    released = _release_source(host, domain, volumes)
     seconds = round(time.monotonic() - start, 3)
     LOG.info("migrated %s to %s in %.3f s (%d volumes)", domain, dest_uri, seconds,
              len(volumes))
@@ -407,11 +414,9 @@ def _run_migration(host: Host, domain: str, dest_uri: str, dest: Host | None,
                 lib.VIR_DOMAIN_XML_INACTIVE | lib.VIR_DOMAIN_XML_MIGRATABLE))
         params[lib.VIR_MIGRATE_PARAM_PERSIST_XML] = rewrite_xml(base, volumes, prepared)
     done = threading.Event()
-    watcher = None
-    if progress is not None:
-        watcher = threading.Thread(target=_watch, args=(host, domain, done, progress),
-                                   daemon=True, name="hvplug-migrate-progress")
-        watcher.start()
+    watcher = threading.Thread(target=_watch, args=(host, domain, done, progress),
+                               daemon=True, name="hvplug-migrate-watch")
+    watcher.start()
     try:
         if dest is not None:
             dconn = dest.connection()
@@ -420,22 +425,33 @@ def _run_migration(host: Host, domain: str, dest_uri: str, dest: Host | None,
             host.domain_call(domain, lambda dom: dom.migrateToURI3(
                 dest_uri, params, flags | lib.VIR_MIGRATE_PEER2PEER))
     except lib.libvirtError as exc:
+        undone = ("what was prepared on the destination was removed." if dest is not None
+                  else "run 'hvplug migrate-abort' there to remove what migrate-prepare made.")
         raise exception.MigrationFailed(domain=domain, destination=dest_uri,
-                                        reason=exc.get_error_message()) from None
+                                        reason=exc.get_error_message() or str(exc),
+                                        undone=undone) from None
     finally:
         done.set()
-        if watcher is not None:
-            watcher.join()
+        watcher.join()
     if progress is not None:
         progress(100)
 
 
 def _watch(host: Host, domain: str, done: threading.Event,
-           progress: Callable[[int], None]) -> None:
-    """``progress(percent of memory transferred)`` while the migration runs."""
-    last = -1
-    while not done.wait(_PROGRESS_POLL):
+           progress: Callable[[int], None] | None) -> None:
+    """While the migration runs: ``progress(percent of memory transferred)``,
+    and the job aborted when SIGINT/SIGTERM came (libvirt then keeps the
+    guest on the source, and the caller undoes the destination's part)."""
+    last, aborted, tick = -1, False, 0
+    while not done.wait(_WATCH_TICK):
+        tick += 1
         try:
+            if interrupts.held() and not aborted:
+                aborted = True
+                LOG.warning("%s: aborting the migration of %s", interrupts.held(), domain)
+                host.domain_call(domain, lambda dom: dom.abortJob())
+            if progress is None or tick % _PROGRESS_TICKS:
+                continue
             stats = host.domain_call(domain, lambda dom: dom.jobStats())
         except (exception.HvplugError, host.libvirt.libvirtError):
             return  # the domain left this host: the migration is at its end

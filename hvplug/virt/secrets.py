@@ -130,7 +130,8 @@ def ensure_secret(host, conf: config.LibvirtConfigSecret, value: bytes,
     module docstring.
 
     ``uuid`` asks for that uuid (a disk that references a lost secret by
-    uuid); ``prove_new`` proves the credentials before a new secret too;
+    uuid); ``prove_new`` proves the credentials before a new secret, or a
+    new value of hvplug's unused one, too;
     ``keep_in_use``: hvplug's own secret keeps its value while any domain
     uses it, nothing proven or set (a LUKS passphrase: those domains opened
     the volume with it, and only QEMU could prove another).  A new secret
@@ -165,6 +166,8 @@ def ensure_secret(host, conf: config.LibvirtConfigSecret, value: bytes,
                 LOG.info("secret %s of %s is in use: it keeps its value", found.uuid,
                          conf.usage_id)
                 return found.uuid
+            _prove(prove)
+        elif prove_new:  # no user to protect, but the caller wants the value proven
             _prove(prove)
         existing.setValue(value)
         LOG.debug("set the value of secret %s for %s", found.uuid, conf.usage_id)

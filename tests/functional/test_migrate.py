@@ -296,3 +296,35 @@ def test_a_migration_racing_an_attach_and_another_migration(
     assert volume.usage_id in _owned_test_secrets(dest if on_lab else host)
     _check_host(host, "source")
     _check_host(dest, "destination")
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_sigint_during_the_migration(host, dest, lab_host, make_guest, make_volume, moved,
+                                     tmp_path, round_):
+    """Ctrl-C once the migration shows progress: the job is aborted (the guest
+    stays here, the destination's part is undone) or, if it was done already,
+    the source is released; never half of each (the abort itself is proven
+    deterministically in tests/unit/virt/test_migrate.py)."""
+    import signal
+    volume = make_volume()
+    domain = make_guest()
+    attach(domain, dict(volume), "--bus", "scsi")
+    moved.append(domain)
+    (tmp_path / "dest.json").write_text(json.dumps(for_destination(volume, lab_host)))
+    proc = subprocess.Popen([*CLI, "migrate", "--domain", domain, "--to", lab_host.uri,
+                             "--dest-initiator", lab_host.initiator, "--connection-info",
+                             str(tmp_path / "dest.json")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # the first progress line: the job runs
+    proc.send_signal(signal.SIGINT)
+    _, rest = proc.communicate(timeout=120)
+    err = first + rest
+    assert "Traceback" not in err and "unexpected" not in err, err
+    on_lab, here = lab_host.has_guest(domain), domain in virsh("list", "--name").split()
+    assert on_lab != here, err
+    assert (proc.returncode == 0) == on_lab, (proc.returncode, err)
+    if here:
+        assert "still runs here" in err and volume.usage_id not in dest_secrets(dest), err
+    _check_host(host, "source")
+    _check_host(dest, "destination")

@@ -1,6 +1,7 @@
 """The parts of a migration that need no second host (the lab tests run the rest)."""
 
 import copy
+import threading
 
 import pytest
 
@@ -74,3 +75,58 @@ def test_a_malformed_destination_initiator_is_bad_input(host, registry, guest, i
         migrate.migrate_domain(host, registry, guest, "qemu+tcp://192.0.2.1/system",
                                dest_initiator=iqn)
     assert err.value.exit_code == 2 and type(err.value) is exception.InvalidInput
+
+
+class _MigratingDomain:
+    """A domain whose migrate3 runs until it ends or abortJob() stops it."""
+
+    def __init__(self, lib):
+        self.lib, self.aborted = lib, threading.Event()
+        self.calls: list[str] = []
+
+    def XMLDesc(self, flags=0):
+        return "<domain><name>g</name><devices/></domain>"
+
+    def migrate3(self, dconn, params, flags):
+        self.calls.append("migrate3")
+        if not self.aborted.wait(5):
+            return object()
+        raise self.lib.libvirtError("operation aborted: migration out job: canceled by client")
+
+    def abortJob(self):
+        self.calls.append("abortJob")
+        self.aborted.set()
+
+    def jobStats(self):
+        return {"memory_total": 100, "memory_processed": 10}
+
+
+class _Host:
+    def __init__(self, dom):
+        import libvirt
+        self.libvirt, self.dom = libvirt, dom
+
+    def domain_call(self, name, func):
+        return func(self.dom)
+
+    def connection(self):
+        return None
+
+
+def test_a_signal_held_during_the_migration_aborts_the_job(monkeypatch):
+    """SIGINT/SIGTERM while libvirt moves the guest: the watcher aborts the
+    job, libvirt keeps the guest on the source, the caller sees MigrationFailed."""
+    pytest.importorskip("libvirt")
+    host = _Host(None)
+    dom = _MigratingDomain(host.libvirt)
+    host.dom = dom
+    monkeypatch.setattr(migrate.interrupts, "held", lambda: "SIGINT")
+    progress: list[int] = []
+    with pytest.raises(exception.MigrationFailed) as err:
+        migrate._run_migration(host, "g", "qemu+tcp://192.0.2.1/system", _Host(dom), [],
+                               Prepared(domain="g", initiator=DEST_IQN, volumes=[]),
+                               persistent=False, source_persistent=False, migrate_uri=None,
+                               progress=progress.append)
+    assert dom.calls == ["migrate3", "abortJob"]
+    assert "canceled by client" in err.value.message
+    assert "what was prepared on the destination was removed" in err.value.message
