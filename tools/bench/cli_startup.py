@@ -62,12 +62,13 @@ import platform  # noqa: E402
 import re  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
+
+import bench_setup  # noqa: E402 - tools/bench, beside this file
 
 from hvplug import templates  # noqa: E402
 from hvplug.cli.main import load_config  # noqa: E402
@@ -114,10 +115,6 @@ def timed(argv: list[str], expect: int = 0, env: dict[str, str] | None = None) -
         raise Failed(f"{' '.join(argv[:3])} ... exited {result.returncode} (expected "
                      f"{expect}): {(result.stderr or result.stdout).strip()[-400:]}")
     return elapsed
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 class Bench:
@@ -356,16 +353,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
-    if os.geteuid() != 0:
-        print("cli_startup: run it as root (prefix sudo if you are not root): tgtd and "
-              "qemu:///system need it", file=sys.stderr)
-        return 2
-    if not Path(TgtdIPC().socket_path).exists():
-        print("cli_startup: tgtd is not running; start the stack first: tools/stack start",
-              file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
+    code = bench_setup.refuse_unless_ready("cli_startup", "tgtd and qemu:///system")
+    if code:
+        return code
+    bench_setup.stop_on_signals()
     bench = Bench(args.runs, bytecode_cache=args.bytecode_cache)
     failed = None
     summary, imports, problems = None, [], []

@@ -85,7 +85,6 @@ import random  # noqa: E402
 import resource  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -93,6 +92,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
+import bench_setup  # noqa: E402 - tools/bench, beside this file
 from lxml import etree  # noqa: E402
 
 from hvplug import templates  # noqa: E402
@@ -115,10 +115,6 @@ TIMEOUT = 300
 
 class Failed(Exception):
     pass
-
-
-def _terminate(signum, frame):
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _children_cpu() -> float:
@@ -611,16 +607,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if os.geteuid() != 0:
-        print("migrate: run it as root (prefix sudo if you are not root): tgtd, "
-              "qemu:///system and tools/lab need it", file=sys.stderr)
-        return 2
-    if not Path(TgtdIPC().socket_path).exists():
-        print("migrate: tgtd is not running; start the stack first: tools/stack start",
-              file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, _terminate)
+    code = bench_setup.refuse_unless_ready("migrate", "tgtd, qemu:///system and tools/lab")
+    if code:
+        return code
+    bench_setup.stop_on_signals()
     bench = Bench(args.rounds, args.between_lab_hosts)
     failed, summary, problems = None, None, []
     try:
