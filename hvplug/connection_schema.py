@@ -24,9 +24,8 @@ checks the outer document with :func:`check_outer`.
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 from hvplug import exception
 from hvplug.utils import inputs, portals
@@ -443,8 +442,7 @@ def require(data: Mapping[str, Any], key: str, kind: type | tuple[type, ...] = s
     return value
 
 
-@dataclass(frozen=True)
-class ISCSITarget:
+class ISCSITarget(NamedTuple):
     """One way to reach an iSCSI volume: portal, target IQN and LUN."""
 
     host: str

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 _lock = threading.Lock()
 
-# oslo.config imports these at the top; only a few of its functions use them.
-_OSLO_DEFERRED = ("netaddr", "rfc3986", "stevedore", "pickle")
+# oslo.config imports these at the top; only a few of its functions use them
+# (inspect: only to name the caller of a deprecated option).
+_OSLO_DEFERRED = ("netaddr", "rfc3986", "stevedore", "pickle", "inspect")
 
 
 def oslo_cfg() -> Any:

@@ -35,8 +35,7 @@ import socket
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from hvplug.utils import portals
 
@@ -108,8 +107,7 @@ class Outcome(enum.Enum):
 ANSWERED = frozenset({Outcome.ADMITTED, Outcome.AUTH_REQUIRED, Outcome.REDIRECTED})
 
 
-@dataclass(frozen=True)
-class LoginResult:
+class LoginResult(NamedTuple):
     """What one probe found.  ``detail``: a human-readable reason."""
 
     outcome: Outcome
@@ -203,8 +201,7 @@ def _lun_field(lun: int) -> bytes:
 
 # --- decoding -------------------------------------------------------------
 
-@dataclass(frozen=True)
-class PDU:
+class PDU(NamedTuple):
     """A received PDU: its 48-byte BHS and data segment (padding removed)."""
 
     bhs: bytes
@@ -234,8 +231,7 @@ def segment_lengths(bhs: bytes) -> tuple[int, int]:
     return bhs[4] * 4, int.from_bytes(bhs[5:8], "big")
 
 
-@dataclass(frozen=True)
-class LoginResponse:
+class LoginResponse(NamedTuple):
     transit: bool
     more: bool  # the C bit: the target's text continues in the next PDU
     csg: int
@@ -248,7 +244,7 @@ class LoginResponse:
     exp_cmdsn: int
     max_cmdsn: int
     status: int
-    keys: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, str]
 
 
 def parse_login_response(pdu: PDU) -> LoginResponse:
@@ -395,7 +391,7 @@ class _Session:
             text.update(response.keys)
         if response.tsih:
             self.tsih = response.tsih
-        return LoginResponse(**{**response.__dict__, "keys": text})
+        return response._replace(keys=text)
 
     def to_full_feature(self, response: LoginResponse) -> None:
         """From an admitted security stage through operational negotiation."""
@@ -492,12 +488,12 @@ def probe(host: str, port: int, target: str, initiator: str, *,
             session.to_full_feature(response)
             luns = tuple(session.report_luns())
         except (NoAnswer, ProtocolError) as exc:
-            return LoginResult(**{**found.__dict__, "luns_error": str(exc)})
+            return found._replace(luns_error=str(exc))
         try:
             session.logout()
         except (NoAnswer, ProtocolError):
             pass  # closing the connection ends the session as well
-        return LoginResult(**{**found.__dict__, "luns": luns})
+        return found._replace(luns=luns)
 
 
 PARALLEL_PROBES = 16  # probes in flight at once for a list of portals

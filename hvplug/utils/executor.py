@@ -8,7 +8,6 @@ never travel in arguments: pass them in files or on stdin, and name them in
 
 import io
 import logging
-import subprocess
 import time
 from collections.abc import Callable
 from typing import cast
@@ -30,6 +29,8 @@ def execute(*cmd: str, check_exit_code: tuple[int, ...] = (0,), timeout: float |
     ``on_output``, stdout is handed over chunk by chunk as it comes (e.g.
     ``qemu-img -p`` progress) instead of being returned.
     """
+    import subprocess  # here, not at the top: most CLI commands run none
+
     LOG.debug("running %s", " ".join(mask_argv(cmd, secrets)))
     try:
         if on_output is None:
@@ -53,6 +54,8 @@ def execute(*cmd: str, check_exit_code: tuple[int, ...] = (0,), timeout: float |
 
 
 def _streamed(cmd, on_output, timeout) -> tuple[int, str, str]:
+    import subprocess
+
     deadline = None if timeout is None else time.monotonic() + timeout
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
         assert proc.stdout is not None and proc.stderr is not None  # both are PIPEs

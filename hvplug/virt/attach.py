@@ -19,8 +19,7 @@ counting the secret's users until it is deleted; see
 import contextlib
 import logging
 import threading
-import uuid
-from dataclasses import asdict, dataclass, replace
+from typing import NamedTuple
 
 from lxml import etree
 
@@ -37,8 +36,15 @@ from hvplug.virt.volume.registry import VolumeDriverRegistry
 LOG = logging.getLogger(__name__)
 
 
-@dataclass
-class AttachResult:
+def new_uuid() -> str:
+    """A fresh random UUID for a secret (``uuid`` is imported here: it imports
+    ``platform``, start-up time that most commands do not need)."""
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+class AttachResult(NamedTuple):
     domain: str
     dev: str
     bus: str
@@ -50,11 +56,10 @@ class AttachResult:
     promoted: bool = False  # already attached live; now added to the persistent config
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass
-class DetachResult:
+class DetachResult(NamedTuple):
     domain: str
     dev: str
     driver: str
@@ -63,7 +68,7 @@ class DetachResult:
     layer: str = "the source"  # where the volume was in the disk's chain
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return self._asdict()
 
 
 def check_connection_info(connection_info) -> dict:
@@ -363,7 +368,7 @@ def _detach(host, registry, domain, driver, connection_info, dev, operation,
             if view.managed_save:
                 raise exception.ManagedSaveConflict(domain=domain, action="detaching a volume")
             if driver is None:
-                driver, connection_info = _driver_of(registry, found, domain)
+                driver, connection_info, found = _driver_of(registry, found, domain)
             places = ({"live": False, "persistent": True} if config_only
                       else view.places(found.target_dev))
             # From the first change on, an interrupt waits until the detach is
@@ -412,12 +417,13 @@ def _find_for_detach(view, driver, connection_info, dev,
 
 
 def _driver_of(registry, found: FoundDisk, domain: str):
-    """The driver, and a connection_info, of the first layer a driver handles."""
+    """The driver, a connection_info and the found disk at the first layer a
+    driver handles."""
     for kind, depth, layer in guest_disks.layers(etree.fromstring(found.xml.encode())):
         handled = registry.driver_for_disk(layer)
         if handled is not None:
-            found.layer, found.kind, found.depth = layer, kind, depth
-            return handled
+            driver, connection_info = handled
+            return driver, connection_info, found._replace(layer=layer, kind=kind, depth=depth)
     raise exception.InvalidInput(
         reason=f"{found.target_dev} on '{domain}' is not a volume any configured "
         "volume driver handles; use virsh detach-disk")
@@ -436,8 +442,7 @@ def render_volume(registry: VolumeDriverRegistry, connection_info: dict,
     return rendered.driver, rendered.disk_xml, rendered.secret_xml
 
 
-@dataclass
-class Rendered:
+class Rendered(NamedTuple):
     """A volume's disk XML and the XML of each secret it references (None
     where there is none), each secret with a fresh UUID and no value."""
 
@@ -460,11 +465,11 @@ def render(registry: VolumeDriverRegistry, connection_info: dict,
     secret = driver.secret_config(connection_info)
     connection = driver.connection_of(connection_info)
     if secret is not None:
-        secret.uuid = str(uuid.uuid4())
-        connection = replace(connection, secret_uuid=secret.uuid)
+        secret.uuid = new_uuid()
+        connection = connection._replace(secret_uuid=secret.uuid)
     passphrase_secret = encryption.secret_config(connection_info)
     if passphrase_secret is not None:
-        passphrase_secret.uuid = str(uuid.uuid4())
+        passphrase_secret.uuid = new_uuid()
     disk = driver.get_config(connection, {"dev": dev, "bus": bus, "type": device})
     encryption.configure_disk(disk, passphrase_secret.uuid if passphrase_secret else None)
     return Rendered(driver, disk.to_xml(), secret.to_xml() if secret is not None else None,

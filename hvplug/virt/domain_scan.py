@@ -27,8 +27,7 @@ flat in the number of unchanged domains (see ``doc/performance.md``).
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from hvplug.conf import CONF
 
@@ -36,8 +35,7 @@ from hvplug.conf import CONF
 _VANISHED = ("VIR_ERR_NO_DOMAIN", "VIR_ERR_NO_DOMAIN_SNAPSHOT", "VIR_ERR_OPERATION_INVALID")
 
 
-@dataclass(frozen=True)
-class DomainDocument:
+class DomainDocument(NamedTuple):
     """One XML document of a domain that libvirt may start from.
 
     ``where`` is ``live``, ``config``, ``managed-save`` or ``snapshot NAME``.

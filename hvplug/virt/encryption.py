@@ -39,7 +39,7 @@ encrypted with the domain's master key.
 import logging
 import os
 import stat
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from hvplug import connection_schema, exception
 from hvplug.conf import CONF
@@ -60,12 +60,14 @@ _QEMU_BAD_PASSPHRASE = "Invalid password, cannot unlock any keyslot"  # noqa: S1
 _QEMU_NOT_LUKS = "Volume is not in LUKS format"
 
 
-@dataclass(frozen=True)
-class Passphrase:
+class Passphrase(NamedTuple):
     """A volume's LUKS passphrase, and where it came from (for the log)."""
 
-    value: bytes = field(repr=False)
+    value: bytes
     source: str
+
+    def __repr__(self) -> str:  # never the value
+        return f"Passphrase(source={self.source!r})"
 
 
 def is_encrypted(connection_info: dict) -> bool:

@@ -8,7 +8,7 @@ every such layer, so a volume is found wherever it is in the chain.
 
 import itertools
 import string
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lxml import etree
 
@@ -54,8 +54,7 @@ def layers(element: etree._Element):
         yield "mirror", 0, layer
 
 
-@dataclass
-class FoundDisk:
+class FoundDisk(NamedTuple):
     """A disk of a domain and the layer of it that matched."""
 
     xml: str  # the whole <disk> element, as libvirt wrote it

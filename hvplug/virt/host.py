@@ -15,9 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from lxml import etree
 
@@ -25,6 +23,9 @@ from hvplug import exception
 from hvplug.conf import CONF
 from hvplug.virt.domain_scan import DomainDocument, DomainScanner
 from hvplug.virt.guest_disks import target_devs
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,8 +46,7 @@ _DETACH_FIRST_POLL = 0.005
 _DETACH_MAX_POLL = 0.25
 
 
-@dataclass(frozen=True)
-class DomainInfo:
+class DomainInfo(NamedTuple):
     uuid: str
     active: bool
     persistent: bool
@@ -187,8 +187,10 @@ class Host:
             return info, xml, config, None
         return self.domain_call(name, read)
 
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> "ThreadPoolExecutor":
         """The threads this Host makes independent libvirt calls in."""
+        from concurrent.futures import ThreadPoolExecutor  # here: a single attach needs none
+
         with self._executor_lock:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(_PARALLEL_CALLS,

@@ -20,7 +20,7 @@ around :func:`ensure_secret` + the attach, and around :func:`release_secret`.
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from lxml import etree
 
@@ -47,8 +47,7 @@ def is_owned(conf: config.LibvirtConfigSecret) -> bool:
             and conf.private and not conf.ephemeral)
 
 
-@dataclass(frozen=True)
-class SecretUser:
+class SecretUser(NamedTuple):
     """A place that references a secret: ``domain``, ``where`` it is, the disk."""
 
     domain: str
@@ -59,8 +58,7 @@ class SecretUser:
         return f"'{self.domain}' ({self.where}{', ' + self.dev if self.dev else ''})"
 
 
-@dataclass(frozen=True)
-class SecretRef:
+class SecretRef(NamedTuple):
     """How XML can name one secret: its uuid and its usage."""
 
     uuid: str | None

@@ -15,10 +15,9 @@ connector's: the caller passes the LUNs in use (``in_use``) to
 ``disconnect_volume``, which then keeps what they need.
 """
 
-import dataclasses
 from collections.abc import Collection, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from hvplug import connection_schema, exception
 
@@ -27,8 +26,7 @@ from hvplug import connection_schema, exception
 LunKey = Hashable
 
 
-@dataclasses.dataclass(frozen=True)
-class ISCSIPath:
+class ISCSIPath(NamedTuple):
     """One logged-in iSCSI path of a volume: the portal's session and its disk."""
 
     portal: str
@@ -39,8 +37,7 @@ class ISCSIPath:
     device: str
 
 
-@dataclasses.dataclass(frozen=True)
-class DeviceInfo:
+class DeviceInfo(NamedTuple):
     """A volume's block device on this host, as a connector attached it.
 
     ``path`` is what a guest's ``<source dev=...>`` names: a stable
@@ -55,7 +52,7 @@ class DeviceInfo:
     paths: tuple[ISCSIPath, ...] = ()  # iSCSI: one per logged-in portal
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {**self._asdict(), "paths": tuple(path._asdict() for path in self.paths)}
 
 
 class InitiatorConnector:

@@ -16,9 +16,9 @@ connected by another process (a detach, a rollback) gets its connection from
 ``connection_of``, built from the disk libvirt shows.
 """
 
-import dataclasses
 import logging
 from collections.abc import Callable
+from typing import NamedTuple
 
 from hvplug import connection_schema, exception
 from hvplug.conf import CONF
@@ -30,8 +30,7 @@ from hvplug.virt import config, guest_disks
 LOG = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True)
-class VolumeConnection:
+class VolumeConnection(NamedTuple):
     """A volume made usable on this host: what ``get_config``,
     ``disconnect_volume`` and the attach result read.
 
@@ -247,7 +246,7 @@ class LibvirtBaseBlockVolumeDriver(LibvirtBaseVolumeDriver):
         connection = super().connection_of(connection_info, disk)
         if disk is None or not disk.source_path:
             return connection
-        return dataclasses.replace(connection, device=DeviceInfo(path=disk.source_path))
+        return connection._replace(device=DeviceInfo(path=disk.source_path))
 
     def disconnect_volume(self, connection: VolumeConnection, domain: str | None) -> None:
         """Remove the volume's devices (and sessions) unless a domain still uses them."""

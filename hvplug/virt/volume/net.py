@@ -16,11 +16,9 @@ Example ``connection_info``::
      "serial": "42"}
 """
 
-import dataclasses
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from hvplug import connection_schema, exception
@@ -134,7 +132,7 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         targets = iscsi_targets(connection_info["data"])
         target = next((t for t in targets if disk is not None
                        and t.source_name == disk.source_name), targets[0])
-        return dataclasses.replace(connection, target=target)
+        return connection._replace(target=target)
 
     def recreate_secret(self, connection_info: dict, source_name: str,
                         uuid: str | None = None) -> str | None:
@@ -169,6 +167,8 @@ class LibvirtNetVolumeDriver(LibvirtBaseVolumeDriver):
         """``qemu-img info`` of the LUN through QEMU's own initiator, as this
         host's IQN; the password reaches qemu-img in a root-only file, never
         in argv."""
+        import tempfile  # here: only extend and the preflight read a LUN's size
+
         with tempfile.TemporaryDirectory(prefix="hvplug-") as tmp:
             opts = (f"driver=iscsi,transport=tcp,portal={target.portal},"
                     f"target={target.iqn},lun={target.lun},initiator-name={self.initiator_iqn()}")

@@ -7,7 +7,6 @@ import itertools
 import json
 import logging
 import os
-import types
 import uuid as uuidlib
 
 import pytest
@@ -485,8 +484,7 @@ FIXED_UUIDS = ["6a1f2b9e-3c4d-4e5f-8a7b-0c1d2e3f4a5b", "0f9e8d7c-6b5a-4c3d-9e2f-
 @pytest.fixture
 def fixed_uuids(monkeypatch):
     given = itertools.cycle(FIXED_UUIDS)
-    monkeypatch.setattr(attach, "uuid", types.SimpleNamespace(
-        uuid4=lambda: uuidlib.UUID(next(given))))
+    monkeypatch.setattr(attach, "new_uuid", lambda: next(given))
 
 
 def golden_info(encrypted_info):
