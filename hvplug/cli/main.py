@@ -4,9 +4,11 @@ Exit codes: 0 ok, 1 operation failed, 2 bad input.
 """
 
 import argparse
+import atexit
 import gc
 import json
 import logging
+import os
 import sys
 import threading
 
@@ -246,5 +248,37 @@ def main(argv: list[str] | None = None) -> int:
             gc.freeze()
 
 
+def _quick_exit(code: int) -> None:
+    """End the process with ``code`` without the interpreter's teardown.
+
+    Once :func:`main` has returned, the command's work is done: what is left
+    of a normal exit is waiting for threads, the atexit handlers (logging's
+    flush), flushing stdout and stderr, and freeing every module, class and
+    function one by one, ~5 ms of a CLI attach.  This does the first three
+    and skips the last.  While any thread other than daemons is still alive,
+    the normal exit (which waits for it) is taken instead.
+    """
+    main_thread = threading.main_thread()
+    if any(t is not main_thread and not t.daemon and t.is_alive()
+           for t in threading.enumerate()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    try:
+        sys.stdout.flush()
+    except OSError as exc:  # e.g. the reader of a pipe went away
+        print(f"hvplug: error: could not write the output: {exc.strerror}", file=sys.stderr)
+        code = code or exception.EXIT_FAILED
+    try:
+        sys.stderr.flush()
+    except OSError:
+        pass
+    os._exit(code)
+
+
+def run() -> None:
+    """The ``hvplug`` command."""
+    _quick_exit(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

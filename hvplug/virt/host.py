@@ -86,8 +86,13 @@ class Host:
         return self._conn
 
     def close(self) -> None:
-        """Close the connection now: the domain handles it keeps go first, as
-        each holds the connection open (libvirt closes it with the last)."""
+        """Close the connection now: the threads of :meth:`executor` end first
+        (so no call is in flight), then the domain handles it keeps, as each
+        holds the connection open (libvirt closes it with the last)."""
+        with self._executor_lock:
+            pool, self._executor = self._executor, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         self._domains.clear()
         if self._conn is not None:
             try:
@@ -189,7 +194,7 @@ class Host:
 
     def executor(self) -> "ThreadPoolExecutor":
         """The threads this Host makes independent libvirt calls in."""
-        from concurrent.futures import ThreadPoolExecutor  # here: a single attach needs none
+        from concurrent.futures import ThreadPoolExecutor  # on first use, like the pool
 
         with self._executor_lock:
             if self._executor is None:

@@ -3,6 +3,7 @@
 own layers when it runs.  Module presence only, never time."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -42,7 +43,7 @@ from hvplug.cli.main import load_config
 load_config([sys.argv[1]])
 from hvplug.conf import CONF
 values = {"uri": CONF.libvirt.connection_uri}
-deferred = ("netaddr", "rfc3986", "stevedore", "pickle")
+deferred = ("netaddr", "rfc3986", "stevedore", "pickle", "inspect")
 loaded = sorted(m for m in deferred if m in sys.modules)
 if len(sys.argv) > 2:  # a host address option: oslo.config checks it with netaddr
     values["san_ip"] = CONF.backend_defaults.san_ip
@@ -127,3 +128,58 @@ def test_only_the_process_own_command_changes_the_garbage_collector(how, start_u
     report = json.loads(out.splitlines()[-1])
     assert report["rc"] == 1
     assert {key: report[key] for key in expected} == expected
+
+
+ATTACH_PATH = """
+import json, sys
+import hvplug.virt.attach, hvplug.virt.volume.net, hvplug.initiator.login_probe
+print(json.dumps(sorted(m for m in sys.argv[1:] if m in sys.modules)))
+"""
+
+
+def test_the_attach_path_imports_none_of_the_stdlib_it_does_not_use():
+    """What a CLI attach or detach imports: no dataclasses (typing.NamedTuple
+    records are a tenth of the cost to define), no hashlib (OpenSSL), uuid,
+    subprocess or tempfile until a function needs one."""
+    unwanted = ("dataclasses", "hashlib", "_hashlib", "uuid", "platform", "subprocess",
+                "tempfile")
+    out = subprocess.run([sys.executable, "-c", ATTACH_PATH, *unwanted], capture_output=True,
+                         text=True, check=True, timeout=60).stdout
+    assert json.loads(out) == []
+
+
+QUICK_EXIT = """
+import atexit, sys, threading, time
+from hvplug.cli import main as cli
+how = sys.argv[1]
+atexit.register(lambda: print("atexit ran", file=sys.stderr))
+if how == "thread":  # still running when main() is done: the exit waits for it
+    worker = threading.Thread(target=lambda: (time.sleep(0.2), print("thread done")))
+    worker.start()
+sys.stdout.write("buffered, no newline")
+cli._quick_exit(3)
+"""
+
+
+@pytest.mark.parametrize("how", ["plain", "thread"])
+def test_the_command_exit_keeps_its_code_output_atexit_and_threads(how):
+    result = subprocess.run([sys.executable, "-c", QUICK_EXIT, how], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stdout.startswith("buffered, no newline")
+    assert ("thread done" in result.stdout) == (how == "thread")
+    assert "atexit ran" in result.stderr
+
+
+def test_the_command_exit_reports_output_it_could_not_write():
+    """stdout's reader gone before the flush: one line naming it, exit 1."""
+    read, write = os.pipe()
+    os.close(read)
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom hvplug.cli import main as cli\n"
+         "sys.stdout.write('x' * 10)\ncli._quick_exit(0)"],
+        stdout=write, stderr=subprocess.PIPE, text=True, timeout=60, env=buffered)
+    os.close(write)
+    assert result.returncode == 1
+    assert result.stderr.strip() == "hvplug: error: could not write the output: Broken pipe"

@@ -198,6 +198,26 @@ def test_secret_lock_names_are_stable_and_distinct():
     assert one.startswith("secret-") and "/" not in one and len(one) == len("secret-") + 32
 
 
+def test_secret_lock_names_are_sha256_whichever_module_computes_it(monkeypatch):
+    """The same names as hashlib's SHA-256 gave (other hvplug processes on
+    the host, older ones included, must meet in the same files), with the
+    builtin module and with hashlib as the fallback."""
+    import hashlib
+
+    usage = "iscsi\0iqn.2010-10.org.openstack:volume-1/1"
+    expected = "secret-" + hashlib.sha256(usage.encode()).hexdigest()[:32]
+    assert locks.secret_lock_name("iscsi", "iqn.2010-10.org.openstack:volume-1/1") == expected
+    real_import = locks.importlib.import_module
+
+    def no_builtin_sha(name, *args):
+        if name in ("_sha2", "_sha256"):
+            raise ImportError(name)
+        return real_import(name, *args)
+
+    monkeypatch.setattr(locks.importlib, "import_module", no_builtin_sha)
+    assert locks.secret_lock_name("iscsi", "iqn.2010-10.org.openstack:volume-1/1") == expected
+
+
 def test_sweep_removes_the_files_of_killed_holders_and_spares_held_ones(lock_path,
                                                                         holder_process):
     with locks.hold(lock_path / "domain-left-by-a-kill", "attach"):
