@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import threading
+from typing import NoReturn
 
 from hvplug import exception
 from hvplug.cli import (
@@ -248,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             gc.freeze()
 
 
-def _quick_exit(code: int) -> None:
+def _quick_exit(code: int) -> NoReturn:
     """End the process with ``code`` without the interpreter's teardown.
 
     Once :func:`main` has returned, the command's work is done: what is left
@@ -259,15 +260,20 @@ def _quick_exit(code: int) -> None:
     the normal exit (which waits for it) is taken instead.
     """
     main_thread = threading.main_thread()
-    if any(t is not main_thread and not t.daemon and t.is_alive()
-           for t in threading.enumerate()):
+    run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's
+    if run_exit_handlers is None or any(t is not main_thread and not t.daemon and t.is_alive()
+                                        for t in threading.enumerate()):
         sys.exit(code)
-    atexit._run_exitfuncs()
+    run_exit_handlers()
     try:
         sys.stdout.flush()
     except OSError as exc:  # e.g. the reader of a pipe went away
-        print(f"hvplug: error: could not write the output: {exc.strerror}", file=sys.stderr)
         code = code or exception.EXIT_FAILED
+        try:
+            print(f"hvplug: error: could not write the output: {exc.strerror}",
+                  file=sys.stderr)
+        except OSError:
+            pass
     try:
         sys.stderr.flush()
     except OSError:
@@ -275,7 +281,7 @@ def _quick_exit(code: int) -> None:
     os._exit(code)
 
 
-def run() -> None:
+def run() -> NoReturn:
     """The ``hvplug`` command."""
     _quick_exit(main())
 
