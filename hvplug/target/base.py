@@ -425,6 +425,21 @@ class ISCSITargetHelper(Target):
             self.store.remove(volume_id)
 
     def initialize_connection(self, volume_id: str, connector: dict | None = None) -> dict:
+        """Grant ``connector["initiator"]`` (when given) access to the export and
+        return its ``connection_info``, e.g. (tgt and LIO alike)::
+
+            {"driver_volume_type": "iscsi",
+             "data": {"target_portal": "192.0.2.10:3260",
+                      "target_iqn": "iqn.2010-10.org.openstack:volume-4f1c...",
+                      "target_lun": 1, "target_discovered": False,
+                      "volume_id": "4f1c...", "auth_method": "CHAP",
+                      "auth_username": "...", "auth_password": "...",
+                      "encrypted": False, "access_mode": "rw"},
+             "serial": "4f1c..."}
+
+        With ``connector["multipath"]``, or an export on several portals, the
+        data also lists ``target_portals``, ``target_iqns`` and ``target_luns``.
+        """
         connector = connector or {}
         export = self.export(volume_id)
         initiator = connector.get("initiator")

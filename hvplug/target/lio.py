@@ -47,15 +47,8 @@ def _rtslib():
 
 
 class LioAdm(ISCSITargetHelper):
-    """Export volumes with LIO; ``initialize_connection`` gives e.g.::
-
-        {"driver_volume_type": "iscsi",
-         "data": {"target_portal": "192.0.2.10:3260",
-                  "target_iqn": "iqn.2010-10.org.openstack:volume-4f1c...",
-                  "target_lun": 1, "target_discovered": False,
-                  "volume_id": "4f1c...", "auth_method": "CHAP",
-                  "auth_username": "...", "auth_password": "...",
-                  "encrypted": False, "access_mode": "rw"}}
+    """Export volumes with LIO (``initialize_connection``: see
+    :meth:`ISCSITargetHelper.initialize_connection`).
 
     LIO admits only initiators with an ACL, so ``initialize_connection``
     needs the connector's ``initiator``.

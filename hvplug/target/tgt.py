@@ -66,17 +66,8 @@ _NEXT_TID: dict[str, int] = {}  # socket path -> tid to try first
 
 
 class TgtAdm(ISCSITargetHelper):
-    """Export volumes with tgtd.
-
-    ``initialize_connection`` returns, for example::
-
-        {"driver_volume_type": "iscsi",
-         "data": {"target_portal": "192.0.2.10:3260",
-                  "target_iqn": "iqn.2010-10.org.openstack:volume-4f1c...",
-                  "target_lun": 1, "target_discovered": False,
-                  "volume_id": "4f1c...", "auth_method": "CHAP",
-                  "auth_username": "...", "auth_password": "...",
-                  "encrypted": False, "access_mode": "rw"}}
+    """Export volumes with tgtd (``initialize_connection``: see
+    :meth:`ISCSITargetHelper.initialize_connection`).
 
     ``socket_path`` names the tgtd to use (``/var/run/tgtd/socket.<port>``
     for ``tgtd -C <port>``).
