@@ -32,12 +32,22 @@ xml_templates/guest.xml), a tgtd target with a CHAP account serving a sparse
 password files), and removes all of it, and any secret left for the volume,
 at the end, also after a failure or SIGINT/SIGTERM/SIGHUP.
 
+3. With ``--against REV`` (a commit, tag or branch of this repository):
+   N interleaved rounds of the same CLI attach+detach by this tree's hvplug
+   and by REV's (checked out in a temporary git worktree, removed at the
+   end), wall time and the CPU time of each process.  Both run as
+   ``python -S`` with the tree and the venv's site-packages on
+   ``PYTHONPATH``: the editable install's finder would otherwise load this
+   tree's hvplug for both; so the absolute numbers are a little below the
+   console script's.
+
 Run as root with the stack up (``tools/stack start``)::
 
     tools/bench/cli_startup.py                 # 20 runs/rounds each
     tools/bench/cli_startup.py --runs 50 --json
     tools/bench/cli_startup.py --importtime    # also: the CLI attach's slowest imports
     tools/bench/cli_startup.py --no-bytecode-cache   # every start compiles hvplug again
+    tools/bench/cli_startup.py --against 3c711a7     # also: this tree's CLI against that commit's
 
 Started by a python without hvplug, it re-runs itself with the project's
 venv (``$HVPLUG_VENV``, default ``<repo>/.venv``).  Exit codes: 0 done
@@ -60,10 +70,12 @@ import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
 import re  # noqa: E402
+import resource  # noqa: E402
 import secrets  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
+import sysconfig  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -78,6 +90,11 @@ from hvplug.virt.host import Host  # noqa: E402
 from hvplug.virt.volume.registry import VolumeDriverRegistry  # noqa: E402
 
 URI = "qemu:///system"
+REPO = Path(__file__).resolve().parents[2]
+# One CLI command of a tree on PYTHONPATH (with -S): its run() where it has
+# one (the quick exit), else sys.exit(main()) as its console script did.
+TREE_CLI = ("import sys\nimport hvplug.cli.main as cli\n"
+            "cli.run() if hasattr(cli, 'run') else sys.exit(cli.main())")
 HELP_GOAL_MS = 150.0
 RATIO_GOAL = 2.0
 
@@ -105,11 +122,12 @@ def child_env(pycache: Path | None) -> dict[str, str]:
     return env
 
 
-def timed(argv: list[str], expect: int = 0, env: dict[str, str] | None = None) -> float:
+def timed(argv: list[str], expect: int = 0, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> float:
     """Wall time of one process, in ms; its exit code must be ``expect``."""
     t0 = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, check=False,
-                            stdin=subprocess.DEVNULL, env=env)
+                            stdin=subprocess.DEVNULL, env=env, cwd=cwd)
     elapsed = (time.perf_counter() - t0) * 1e3
     if result.returncode != expect:
         raise Failed(f"{' '.join(argv[:3])} ... exited {result.returncode} (expected "
@@ -139,6 +157,7 @@ class Bench:
         self.account = False
         self.guest_started = False
         self.cli = hvplug_command()
+        self.worktree: Path | None = None  # --against: REV checked out
 
     # -- set-up and tear-down ---------------------------------------------------------
 
@@ -190,6 +209,8 @@ class Bench:
             steps.append(("undefine the volume's secret", self._drop_secret))
         steps.append(("remove the guest's QEMU log", lambda: Path(
             f"/var/log/libvirt/qemu/{self.guest}.log").unlink(missing_ok=True)))
+        if self.worktree is not None:
+            steps.append(("remove the worktree of --against", self._remove_worktree))
         for what, undo in steps:
             try:
                 undo()
@@ -274,6 +295,58 @@ class Bench:
                 results[side].append(self.cli_round() if side == "cli" else self.virsh_round())
         return results
 
+    def _remove_worktree(self) -> None:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                        str(self.worktree)], capture_output=True, check=True)
+
+    def against(self, rev: str) -> dict[str, list[dict[str, float]]]:
+        """This tree's CLI attach+detach against ``rev``'s, interleaved."""
+        tmp = Path(tempfile.mkdtemp(prefix="hvplug-clibench-rev-"))
+        tmp.rmdir()  # git worktree add makes it
+        added = subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach",
+                                str(tmp), rev], capture_output=True, text=True)
+        if added.returncode != 0:
+            raise Failed(f"--against {rev}: git worktree add failed: "
+                         f"{added.stderr.strip()[-300:]}")
+        self.worktree = tmp
+        found = subprocess.run(
+            [sys.executable, "-S", "-c", "import hvplug; print(hvplug.__file__)"],
+            capture_output=True, text=True, cwd=tmp,
+            env={**self.env, "PYTHONPATH": f"{tmp}{os.pathsep}{sysconfig.get_path('purelib')}"})
+        if not found.stdout.startswith(str(tmp)):
+            raise Failed(f"--against {rev}: its hvplug is not the one imported "
+                         f"({found.stdout.strip() or found.stderr.strip()[-200:]})")
+        site_packages = sysconfig.get_path("purelib")
+        trees = {"this tree": REPO, rev: tmp}
+        # Each runs in its tree: python -c puts the working directory first on
+        # sys.path, before PYTHONPATH.
+        envs = {name: {**self.env, "PYTHONPATH": f"{tree}{os.pathsep}{site_packages}"}
+                for name, tree in trees.items()}
+        common = ["--config-file", str(self.conf), "--domain", self.guest,
+                  "--connection-info", str(self.info_file), "--json"]
+
+        def one(name: str, command: list[str]) -> tuple[float, float]:
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wall = timed([sys.executable, "-S", "-c", TREE_CLI, *command], 0, envs[name],
+                         cwd=trees[name])
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e3
+            return wall, cpu
+
+        def round_of(name: str) -> dict[str, float]:
+            (attach, cpu_a), (detach, cpu_d) = (one(name, ["attach", *common, "--bus", "scsi"]),
+                                                one(name, ["detach", *common]))
+            return {"attach": attach, "detach": detach, "cpu_attach": cpu_a, "cpu_detach": cpu_d}
+
+        names = list(trees)
+        results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        for name in names:  # warm up (bytecode of both trees), untimed
+            round_of(name)
+        for i in range(self.runs):
+            for name in (names if i % 2 == 0 else names[::-1]):
+                results[name].append(round_of(name))
+        return results
+
     def importtime(self, top: int) -> list[tuple[str, float, float]]:
         """One CLI attach and detach under ``-X importtime``: the slowest imports."""
         common = ["--config-file", str(self.conf), "--domain", self.guest,
@@ -308,6 +381,30 @@ def summarise(startup: dict, rounds: dict) -> dict:
                                   / summary["virsh_median_ms"]["round"])
     summary["ratio_goal"] = RATIO_GOAL
     return summary
+
+
+def summarise_against(rev: str, results: dict[str, list[dict[str, float]]]) -> dict:
+    med = statistics.median
+    sides = {}
+    for name, samples in results.items():
+        sides[name] = {key: med([s[key] for s in samples]) for key in samples[0]}
+        sides[name]["round"] = med([s["attach"] + s["detach"] for s in samples])
+        sides[name]["cpu_per_process"] = med([s[k] for s in samples
+                                              for k in ("cpu_attach", "cpu_detach")])
+    return {"rev": rev, "sides": sides,
+            "ratio_round": sides["this tree"]["round"] / sides[rev]["round"],
+            "ratio_cpu": sides["this tree"]["cpu_per_process"] / sides[rev]["cpu_per_process"]}
+
+
+def report_against(against: dict, runs: int) -> None:
+    print(f"\nCLI attach+detach, this tree against {against['rev']} ({runs} interleaved "
+          "rounds, python -S, medians, ms)")
+    print(f"  {'':14}{'attach':>10}{'detach':>10}{'round':>10}{'CPU/process':>14}")
+    for name, side in against["sides"].items():
+        print(f"  {name[:14]:14}{side['attach']:10.1f}{side['detach']:10.1f}"
+              f"{side['round']:10.1f}{side['cpu_per_process']:14.1f}")
+    print(f"  this tree / {against['rev']}: round {against['ratio_round']:.2f}, "
+          f"CPU per process {against['ratio_cpu']:.2f}")
 
 
 def report(summary: dict, runs: int, imports) -> None:
@@ -349,6 +446,9 @@ def main() -> int:
     parser.add_argument("--no-bytecode-cache", dest="bytecode_cache", action="store_false",
                         help="time the processes with the environment as it is: with "
                         "PYTHONDONTWRITEBYTECODE set, every start compiles hvplug again")
+    parser.add_argument("--against", metavar="REV",
+                        help="also run this tree's CLI attach+detach against REV's (a commit, "
+                        "tag or branch), interleaved")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args()
     if args.runs < 1:
@@ -364,9 +464,12 @@ def main() -> int:
         bench.set_up()
         startup = bench.startup()
         rounds = bench.rounds()
+        against = bench.against(args.against) if args.against else None
         if args.importtime:
             imports = bench.importtime(15)
         summary = summarise(startup, rounds)
+        if against is not None:
+            summary["against"] = summarise_against(args.against, against)
         summary.update(runs=args.runs, machine=platform.node(),
                        bytecode_cache=args.bytecode_cache,
                        cpus=len(os.sched_getaffinity(0)),
@@ -390,6 +493,8 @@ def main() -> int:
         print(json.dumps(summary, indent=2))
     else:
         report(summary, args.runs, imports)
+        if "against" in summary:
+            report_against(summary["against"], args.runs)
     return 1 if problems else 0
 
 
