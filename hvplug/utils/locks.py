@@ -24,6 +24,7 @@ an orchestrator's call times out.
 
 import contextlib
 import fcntl
+import functools
 import importlib
 import os
 import stat
@@ -179,26 +180,23 @@ def domain_lock_name(domain_uuid: str) -> str:
     return f"domain-{domain_uuid}"
 
 
-def _sha256(data: bytes):
-    """A SHA-256 hash object of ``data``.
-
-    CPython's own SHA-256 module (``_sha2`` from 3.12, ``_sha256`` before)
-    where it is built, else hashlib's: importing hashlib loads OpenSSL's
-    libcrypto, ~3 ms of the start-up of every command that takes a secret's
-    lock.  Both compute the same digest (tests/unit/utils/test_locks.py).
-    """
+@functools.cache
+def _sha256():
+    """The SHA-256 constructor: CPython's own module's (``_sha2`` from 3.12,
+    ``_sha256`` before) where it is built, else hashlib's.  Importing hashlib
+    loads OpenSSL's libcrypto, ~3 ms of the start-up of every command that
+    takes a secret's lock; both give the same digest
+    (tests/unit/utils/test_locks.py)."""
     for module in ("_sha2", "_sha256"):
-        try:
-            return importlib.import_module(module).sha256(data)
-        except (ImportError, AttributeError):
-            continue
+        with contextlib.suppress(ImportError, AttributeError):
+            return importlib.import_module(module).sha256
     import hashlib
 
-    return hashlib.sha256(data)
+    return hashlib.sha256
 
 
 def secret_lock_name(usage_type: str, usage_id: str) -> str:
-    digest = _sha256(f"{usage_type}\0{usage_id}".encode()).hexdigest()[:32]
+    digest = _sha256()(f"{usage_type}\0{usage_id}".encode()).hexdigest()[:32]
     return f"secret-{digest}"
 
 

@@ -215,7 +215,13 @@ def test_secret_lock_names_are_sha256_whichever_module_computes_it(monkeypatch):
         return real_import(name, *args)
 
     monkeypatch.setattr(locks.importlib, "import_module", no_builtin_sha)
-    assert locks.secret_lock_name("iscsi", "iqn.2010-10.org.openstack:volume-1/1") == expected
+    locks._sha256.cache_clear()
+    try:
+        assert locks.secret_lock_name("iscsi", "iqn.2010-10.org.openstack:volume-1/1") \
+            == expected
+        assert locks._sha256() is hashlib.sha256
+    finally:
+        locks._sha256.cache_clear()
 
 
 def test_sweep_removes_the_files_of_killed_holders_and_spares_held_ones(lock_path,
