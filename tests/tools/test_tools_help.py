@@ -103,3 +103,15 @@ def test_without_a_venv_one_line_says_how(tool, tmp_path):
     assert len(lines) == 1, output
     assert "tools/bootstrap --venv-only" in lines[0] and str(missing_venv) in lines[0]
     assert lines[0].startswith(f"{tool.name}: ")
+
+
+def test_cli_startup_against_an_unknown_revision_is_exit_2_naming_it():
+    """Checked before anything is set up (and before the root check)."""
+    venv = {"HVPLUG_VENV": sys.prefix} if sys.prefix != sys.base_prefix else {}
+    result = subprocess.run(
+        [system_python(), str(TOOLS / "bench/cli_startup.py"), "--against", "no-such-rev-0"],
+        cwd="/", env=plain_env(**venv), capture_output=True, text=True, timeout=120,
+        check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "--against: 'no-such-rev-0' is not a commit, tag or branch" in result.stderr

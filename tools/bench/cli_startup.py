@@ -453,6 +453,15 @@ def main() -> int:
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.against is not None:
+        found = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", "--quiet",
+                                "--end-of-options", f"{args.against}^{{commit}}"],
+                               capture_output=True, text=True)
+        if found.returncode != 0:
+            said = found.stderr.strip().splitlines()
+            parser.error(f"--against: {args.against!r} is not a commit, tag or branch of "
+                         f"{REPO}; give one that 'git log' shows"
+                         + (f" (git: {said[0]})" if said else ""))
     code = bench_setup.refuse_unless_ready("cli_startup", "tgtd and qemu:///system")
     if code:
         return code
