@@ -253,11 +253,11 @@ def _quick_exit(code: int) -> NoReturn:
     """End the process with ``code`` without the interpreter's teardown.
 
     Once :func:`main` has returned, the command's work is done: what is left
-    of a normal exit is waiting for threads, the atexit handlers (logging's
+    of a normal exit is joining threads, the atexit handlers (logging's
     flush), flushing stdout and stderr, and freeing every module, class and
-    function one by one, ~5 ms of a CLI attach.  This does the first three
-    and skips the last.  While any thread other than daemons is still alive,
-    the normal exit (which waits for it) is taken instead.
+    function one by one, ~5 ms of a CLI attach.  This runs the handlers and
+    the flushes and skips the freeing.  While any thread other than daemons
+    is still alive, the normal exit (which joins it) is taken instead.
     """
     main_thread = threading.main_thread()
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)  # CPython's
